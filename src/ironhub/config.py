@@ -1,0 +1,281 @@
+"""Configuration: frozen dataclasses, one loader (TOML file + ``IRONHUB_*`` environment).
+
+Every limit carries its unit in its name. Defaults are secure: listeners bind to loopback,
+nothing is anonymous. Unknown keys are errors, and a configuration that cannot be loaded makes
+the process refuse to start (:class:`~ironhub.errors.ConfigError`) rather than fall back to
+defaults (SECURITY-TESTS.md §2, CVE-2017-7652 class).
+
+Sources, later ones win:
+
+1. the defaults below;
+2. ``<data_dir>/ironhub.toml`` if it exists (sections ``[mqtt]``, ``[api]``, ``[limits]``,
+   ``[storage]`` and top-level ``hostnames``);
+3. environment variables ``IRONHUB_<SECTION>_<KEY>`` (for example ``IRONHUB_MQTT_PORT=8883``,
+   ``IRONHUB_LIMITS_DEVICE_MESSAGES_PER_SECOND=500``) and ``IRONHUB_HOSTNAMES`` (comma list);
+4. explicit overrides passed by the CLI (``--mqtt HOST:PORT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ironhub.errors import ConfigError
+
+__all__ = [
+    "APIConfig",
+    "HubConfig",
+    "LimitsConfig",
+    "MQTTConfig",
+    "StorageConfig",
+    "load_config",
+    "parse_host_port",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Azure's limit for a device-to-cloud message, payload plus properties (azure-iot-mqtt.md §9).
+AZURE_MAX_MESSAGE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MQTTConfig:
+    """The device endpoint (MQTT 3.1.1 over TLS)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8883
+    #: Time from TCP accept to a complete TLS handshake.
+    tls_handshake_timeout_seconds: float = 10.0
+    #: Time from TCP accept to a CONNECT packet (SlowITe, CVE-2020-13849).
+    connect_timeout_seconds: float = 10.0
+    #: Keep-alive values above this are clamped; idle connections close at 1.5x the effective
+    #: value. 1177 s is Azure's largest useful value (1767 s idle cap / 1.5).
+    max_keepalive_seconds: int = 1177
+    #: A CONNECT larger than this is refused before allocation (CVE-2017-7651 class).
+    max_connect_packet_bytes: int = 4096
+    #: Largest packet after CONNECT: a maximal message plus room for topic and property bag.
+    max_packet_bytes: int = AZURE_MAX_MESSAGE_BYTES + 16 * 1024
+    #: Largest telemetry message (payload + property bag), as in Azure.
+    max_message_bytes: int = AZURE_MAX_MESSAGE_BYTES
+    #: Connections that have not finished authentication, in total and per source address.
+    max_preauth_connections: int = 1000
+    max_preauth_connections_per_source: int = 64
+    #: Authenticated connections in total.
+    max_connections: int = 50_000
+    #: QoS 1 publishes awaiting their commit before the hub stops reading that socket.
+    max_inflight_messages: int = 256
+    #: Bytes queued for a slow reader before it is disconnected.
+    max_outbound_buffer_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class APIConfig:
+    """The operator HTTPS API."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    max_body_bytes: int = 1024 * 1024
+    #: Live SSE tails per process.
+    max_tail_clients: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Per-device and per-source rate limits."""
+
+    #: Sustained telemetry rate per device and its burst (token bucket).
+    device_messages_per_second: float = 100.0
+    device_message_burst: int = 200
+    #: Authentication failures tolerated per minute before further attempts are refused
+    #: without checking the credential (evaluated before any expensive work).
+    auth_failures_per_source_per_minute: int = 20
+    auth_failures_per_identity_per_minute: int = 10
+    #: New connections per second from one source address (token bucket; 0 disables).
+    connections_per_source_per_second: float = 200.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """The embedded SQLite store."""
+
+    #: Largest number of messages committed in one transaction (group commit).
+    max_commit_batch: int = 4096
+    #: ``synchronous`` pragma: FULL fsyncs the WAL on every commit (acknowledged = durable).
+    synchronous: str = "FULL"
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Everything one hub process needs to know."""
+
+    data_dir: Path
+    #: Host names the server certificate covers (``localhost`` and ``127.0.0.1`` always are).
+    #: The first one is the hub's HostName in connection strings.
+    hostnames: tuple[str, ...] = ("localhost",)
+    mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    api: APIConfig = field(default_factory=APIConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    @property
+    def hostname(self) -> str:
+        """The hub's primary host name (``HostName`` in connection strings)."""
+        return self.hostnames[0]
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration for the start-up log (holds no secrets by design)."""
+        data = dataclasses.asdict(self)
+        data["data_dir"] = str(self.data_dir)
+        return data
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "mqtt": MQTTConfig,
+    "api": APIConfig,
+    "limits": LimitsConfig,
+    "storage": StorageConfig,
+}
+
+
+def parse_host_port(text: str, *, what: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6).
+
+    Raises:
+        ConfigError: the text is not a host and a port in 1..65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{what}: port {port} is out of range")
+    return host.strip("[]"), port
+
+
+def _coerce(value: Any, target: Any, where: str) -> Any:  # noqa: ANN401 - typed by dataclass field
+    """Convert a TOML or environment value to the field's declared type."""
+    try:
+        if target in ("int", int):
+            if isinstance(value, bool):
+                raise TypeError
+            return int(value)
+        if target in ("float", float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if target in ("str", str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {target}") from None
+    raise ConfigError(f"{where}: unsupported type {target}")  # pragma: no cover
+
+
+def _build_section(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:  # noqa: ANN401
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {k: _coerce(v, fields[k].type, f"{where}.{k}") for k, v in values.items()}
+    instance = cls(**kwargs)
+    for name, f in fields.items():
+        value = getattr(instance, name)
+        if f.type in ("int", "float") and value < 0:
+            raise ConfigError(f"{where}.{name}: must not be negative")
+    return instance
+
+
+def _check_bind(host: str, where: str, *, allow_public: bool) -> None:
+    """Refuse non-loopback binds unless the operator said so explicitly (secure by default)."""
+    if allow_public:
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise ConfigError(
+            f"{where}: {host} is not a loopback address; set IRONHUB_ALLOW_PUBLIC_BIND=1 "
+            "(or allow_public_bind = true) to listen beyond this machine",
+        )
+
+
+def load_config(
+    data_dir: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    hostnames: tuple[str, ...] = (),
+    mqtt_bind: str | None = None,
+    api_bind: str | None = None,
+) -> HubConfig:
+    """Load the configuration for the hub whose data lives in ``data_dir``.
+
+    Raises:
+        ConfigError: the file is unreadable or malformed, a key is unknown, a value has the
+            wrong type, or a listener would bind beyond loopback without explicit consent.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    path = data_dir / "ironhub.toml"
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be loaded: {exc}") from None
+    top_known = {"hostnames", "allow_public_bind", *_SECTIONS}
+    unknown = sorted(set(raw) - top_known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}")
+
+    sections: dict[str, dict[str, Any]] = {}
+    for name in _SECTIONS:
+        value = raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        sections[name] = dict(value)
+
+    for key, value in env.items():
+        if not key.startswith("IRONHUB_"):
+            continue
+        rest = key[len("IRONHUB_") :].lower()
+        section, _, option = rest.partition("_")
+        if section in _SECTIONS and option:
+            sections[section][option] = value
+
+    names: tuple[str, ...]
+    if hostnames:
+        names = hostnames
+    elif env.get("IRONHUB_HOSTNAMES"):
+        names = tuple(h.strip() for h in env["IRONHUB_HOSTNAMES"].split(",") if h.strip())
+    else:
+        listed = raw.get("hostnames", ["localhost"])
+        if not isinstance(listed, list) or not all(isinstance(h, str) and h for h in listed):
+            raise ConfigError(f"{path}: hostnames must be a list of non-empty strings")
+        names = tuple(listed)
+    if not names:
+        raise ConfigError("hostnames: at least one host name is required")
+
+    if mqtt_bind:
+        sections["mqtt"]["host"], sections["mqtt"]["port"] = parse_host_port(
+            mqtt_bind, what="--mqtt"
+        )
+    if api_bind:
+        sections["api"]["host"], sections["api"]["port"] = parse_host_port(api_bind, what="--api")
+
+    built = {n: _build_section(cls, sections[n], n) for n, cls in _SECTIONS.items()}
+    allow_public = bool(raw.get("allow_public_bind", False)) or env.get(
+        "IRONHUB_ALLOW_PUBLIC_BIND", ""
+    ) in ("1", "true", "yes")
+    _check_bind(built["mqtt"].host, "mqtt.host", allow_public=allow_public)
+    _check_bind(built["api"].host, "api.host", allow_public=allow_public)
+    if built["storage"].synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError("storage.synchronous: must be FULL, EXTRA or NORMAL")
+    return HubConfig(data_dir=data_dir, hostnames=names, **built)

@@ -1,0 +1,135 @@
+"""The ironhub exception tree.
+
+Every exception raised on purpose by ironhub derives from :class:`IronhubError`::
+
+    IronhubError
+    ├── ConfigError                 the configuration cannot be loaded; the process refuses to start
+    ├── ProtocolError               a wire protocol was violated
+    │   ├── LocalProtocolError      we tried to do something the protocol forbids (our bug)
+    │   └── RemoteProtocolError     the peer misbehaved; carries the answer to give (CONNACK code)
+    ├── AuthenticationError         a credential was refused (reason says why, never the secret)
+    ├── AuthorizationError          an authenticated identity asked for something it may not do
+    ├── ThrottledError              a rate or concurrency limit was hit
+    ├── TrustError                  X.509 / PKI material is invalid or does not chain
+    ├── SealingError                sealed key material cannot be opened (wrong KEK or tampered)
+    ├── StorageError                the storage backend failed; callers fail closed
+    │   └── CorruptDatabaseError    the database is unreadable, truncated or of a foreign schema
+    └── RegistryError               a registry operation was refused
+        ├── NotFoundError           no such device / CA / token
+        ├── ConflictError           the object already exists or the version did not match
+        └── ValidationError         an identifier or field is malformed
+
+Messages never contain secrets, keys or payload bytes (STYLE.md).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
+    "ConfigError",
+    "ConflictError",
+    "CorruptDatabaseError",
+    "IronhubError",
+    "LocalProtocolError",
+    "NotFoundError",
+    "ProtocolError",
+    "RegistryError",
+    "RemoteProtocolError",
+    "SealingError",
+    "StorageError",
+    "ThrottledError",
+    "TrustError",
+    "ValidationError",
+]
+
+
+class IronhubError(Exception):
+    """Root of every exception ironhub raises on purpose."""
+
+
+class ConfigError(IronhubError):
+    """The configuration is invalid or unreadable; the process must not start."""
+
+
+class ProtocolError(IronhubError):
+    """A wire protocol rule was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We asked the codec to do something the protocol forbids (a bug on our side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol.
+
+    Attributes:
+        connack_code: when not ``None``, the MQTT 3.1.1 CONNACK return code to send before
+            closing (only meaningful while a CONNECT is being processed, e.g. 1 for an
+            unacceptable protocol level, 2 for a rejected identifier). ``None`` means: close
+            the connection without answering, as [MQTT-4.8.0-1] requires for malformed input.
+    """
+
+    def __init__(self, message: str, *, connack_code: int | None = None) -> None:
+        super().__init__(message)
+        self.connack_code = connack_code
+
+
+class AuthenticationError(IronhubError):
+    """A device or operator credential was refused.
+
+    Attributes:
+        reason: a short machine-readable reason (``"bad-signature"``, ``"expired"``, ...).
+    """
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class AuthorizationError(IronhubError):
+    """An authenticated identity asked for something it is not allowed to do."""
+
+
+class ThrottledError(IronhubError):
+    """A rate or concurrency limit was exceeded.
+
+    Attributes:
+        retry_after_seconds: a hint of when trying again may succeed.
+    """
+
+    def __init__(self, message: str, *, retry_after_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class TrustError(IronhubError):
+    """X.509 material is malformed, expired, revoked, or does not chain to a trusted CA."""
+
+
+class SealingError(IronhubError):
+    """Sealed key material could not be opened: wrong key-encryption key or tampering."""
+
+
+class StorageError(IronhubError):
+    """The storage backend failed. Callers fail closed (no acknowledgement, 503)."""
+
+
+class CorruptDatabaseError(StorageError):
+    """The database is unreadable, truncated, or has a schema this version does not know."""
+
+
+class RegistryError(IronhubError):
+    """A registry operation was refused."""
+
+
+class NotFoundError(RegistryError):
+    """The device, CA or token does not exist."""
+
+
+class ConflictError(RegistryError):
+    """The object already exists, or an optimistic-concurrency version did not match."""
+
+
+class ValidationError(RegistryError):
+    """An identifier or field is malformed."""

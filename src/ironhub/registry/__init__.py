@@ -1,0 +1,1 @@
+"""The identity registry: devices, their credentials and states, and registered CAs."""

@@ -1,0 +1,54 @@
+"""The running services of one hub process, handed to the API and the endpoint.
+
+This is the composition seam: :mod:`ironhub.server` builds one :class:`Services`, the MQTT
+endpoint and the operator API both receive it. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ironhub.access.tokens import TokenService
+    from ironhub.clock import Clock
+    from ironhub.config import HubConfig
+    from ironhub.metrics import Metrics
+    from ironhub.registry.service import Registry
+    from ironhub.storage.interfaces import Storage
+    from ironhub.streams.log import MessageLog
+
+__all__ = ["ConnectionInfo", "EndpointView", "Services"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """One live, authenticated device connection."""
+
+    device_id: str
+    peer: str
+    auth_kind: str
+    connected_at: float
+    keep_alive_seconds: int
+
+
+class EndpointView(Protocol):
+    """What the API may ask of the device endpoint (read-only)."""
+
+    def connections(self) -> list[ConnectionInfo]:
+        """The live authenticated connections."""
+        ...
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything one hub process runs, wired together by :mod:`ironhub.server`."""
+
+    config: HubConfig
+    clock: Clock
+    metrics: Metrics
+    storage: Storage
+    registry: Registry
+    tokens: TokenService
+    log: MessageLog
+    endpoint: EndpointView | None = None

@@ -1,0 +1,254 @@
+"""Storage interfaces and the records that cross them.
+
+Records are frozen dataclasses holding only what is stored: device symmetric keys appear here
+only *sealed* (AES-GCM under the key-encryption key, see :mod:`ironhub.registry.sealing`), API
+tokens only as SHA-256 hashes.
+
+The message log is append-only. :meth:`Storage.append` never blocks and never awaits per
+message: it queues the entry for the next group commit and returns a future that resolves
+with the entry's sequence number once the transaction holding it is durable (ARCHITECTURE.md,
+Durability). A QoS 1 PUBACK is sent only when that future has resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = [
+    "AuthKind",
+    "CARecord",
+    "DeviceRecord",
+    "DeviceState",
+    "LogEntry",
+    "Storage",
+    "StorageStatistics",
+    "StoredMessage",
+    "Stream",
+    "TokenRecord",
+]
+
+
+class AuthKind(StrEnum):
+    """How a device proves its identity (azure-iot-mqtt.md §2.3, §2.5)."""
+
+    SAS = "sas"
+    X509_CA = "x509-ca"
+    X509_THUMBPRINT = "x509-thumbprint"
+
+
+class DeviceState(StrEnum):
+    """Whether a device may connect."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class Stream(StrEnum):
+    """The streams of the message log."""
+
+    TELEMETRY = "telemetry"
+    SECURITY = "security"
+    LIFECYCLE = "lifecycle"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A device identity as stored.
+
+    ``primary_key_sealed`` / ``secondary_key_sealed`` are set for SAS devices only and are
+    sealed blobs, never raw keys. ``primary_thumbprint`` / ``secondary_thumbprint`` (upper-case
+    hex SHA-256 of the DER certificate) are set for thumbprint devices, whose certificates are
+    kept in ``certificates_pem`` so the TLS layer can accept them (docs/adr/0003).
+    ``version`` increases by one on every update (optimistic concurrency, etag).
+    """
+
+    device_id: str
+    auth_kind: AuthKind
+    state: DeviceState
+    created_at: float
+    updated_at: float
+    version: int = 1
+    primary_key_sealed: bytes | None = None
+    secondary_key_sealed: bytes | None = None
+    primary_thumbprint: str | None = None
+    secondary_thumbprint: str | None = None
+    certificates_pem: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CARecord:
+    """A CA certificate registered for X.509 CA-signed device authentication."""
+
+    fingerprint: str
+    subject: str
+    pem: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An operator API token. Only the SHA-256 hash of the secret is stored."""
+
+    token_id: str
+    name: str
+    token_hash: bytes
+    role: str
+    created_at: float
+    expires_at: float | None = None
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry to append to the message log.
+
+    ``properties`` holds the decoded property bag (system properties keep their ``$.`` names)
+    plus hub-added annotations. ``packet_id`` and ``digest`` (of topic and payload) identify a
+    QoS 1 publish so that a DUP re-send is acknowledged without a second copy.
+    """
+
+    stream: Stream
+    device_id: str | None
+    enqueued_at: float
+    payload: bytes
+    properties: tuple[tuple[str, str], ...] = ()
+    packet_id: int | None = None
+    digest: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A committed log entry with its sequence number (strictly increasing, gap-free per store)."""
+
+    seq: int
+    stream: Stream
+    device_id: str | None
+    enqueued_at: float
+    payload: bytes
+    properties: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatistics:
+    """Counters for ``/metrics`` and tests."""
+
+    commits: int
+    committed_entries: int
+    last_batch_size: int
+    queued_entries: int
+    last_commit_seconds: float
+
+
+class Storage(Protocol):
+    """What every storage backend provides. Every method raises ``StorageError`` on failure."""
+
+    async def open(self) -> None:
+        """Open (creating on first use) the store.
+
+        Raises:
+            CorruptDatabaseError: the database is unreadable or of an unknown schema version.
+            StorageError: the database cannot be opened.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Flush pending appends and close."""
+        ...
+
+    # --- registry -------------------------------------------------------------------------
+    async def insert_device(self, record: DeviceRecord) -> None:
+        """Insert a device. Raises ``ConflictError`` if the id exists."""
+        ...
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None:
+        """The device, or ``None``."""
+        ...
+
+    async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
+        """Devices ordered by id, starting after ``after``."""
+        ...
+
+    async def update_device(self, record: DeviceRecord, *, expected_version: int) -> None:
+        """Replace a device if its stored version equals ``expected_version``.
+
+        ``record.version`` must be ``expected_version + 1``. Raises ``ConflictError`` on a
+        version mismatch and ``NotFoundError`` if the device does not exist.
+        """
+        ...
+
+    async def delete_device(self, device_id: str) -> bool:
+        """Delete a device; ``False`` if it did not exist."""
+        ...
+
+    async def insert_ca(self, record: CARecord) -> None:
+        """Register a CA. Raises ``ConflictError`` if its fingerprint is registered."""
+        ...
+
+    async def list_cas(self) -> list[CARecord]:
+        """Every registered CA."""
+        ...
+
+    async def delete_ca(self, fingerprint: str) -> bool:
+        """Remove a CA; ``False`` if it was not registered."""
+        ...
+
+    # --- operator tokens --------------------------------------------------------------------
+    async def insert_token(self, record: TokenRecord) -> None:
+        """Store a token record. Raises ``ConflictError`` on a duplicate id or hash."""
+        ...
+
+    async def find_token(self, token_hash: bytes) -> TokenRecord | None:
+        """The token whose secret hashes to ``token_hash``, or ``None``."""
+        ...
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every token record (hashes included; callers must not expose them)."""
+        ...
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Mark a token revoked; ``False`` if unknown."""
+        ...
+
+    async def count_tokens(self) -> int:
+        """How many tokens were ever created (0 means the hub is uninitialised)."""
+        ...
+
+    # --- message log ------------------------------------------------------------------------
+    def append(self, entry: LogEntry) -> asyncio.Future[int]:
+        """Queue ``entry`` for the next group commit; never blocks.
+
+        The future resolves with the entry's sequence number once durable, or fails with
+        ``StorageError`` if the commit failed (the caller then must not acknowledge).
+        """
+        ...
+
+    async def query_messages(
+        self,
+        *,
+        device_id: str | None = None,
+        stream: Stream | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[StoredMessage]:
+        """Committed messages with ``seq > after_seq`` in sequence order, at most ``limit``."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The highest committed sequence number (0 when empty)."""
+        ...
+
+    async def recent_publish_digests(
+        self, *, limit: int
+    ) -> list[tuple[str, int, bytes]]:
+        """``(device_id, packet_id, digest)`` of the newest ``limit`` QoS 1 entries, oldest first.
+
+        Used at start-up to warm the DUP de-duplication cache without a secondary index.
+        """
+        ...
+
+    def statistics(self) -> StorageStatistics:
+        """Commit counters."""
+        ...
