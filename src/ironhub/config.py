@@ -145,7 +145,7 @@ _SECTIONS: dict[str, type[Any]] = {
 
 
 def parse_host_port(text: str, *, what: str) -> tuple[str, int]:
-    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6).
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6); port 0 asks the OS for a free port.
 
     Raises:
         ConfigError: the text is not a host and a port in 1..65535.
@@ -154,7 +154,7 @@ def parse_host_port(text: str, *, what: str) -> tuple[str, int]:
     if not sep or not host or not port_text.isdigit():
         raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
     port = int(port_text)
-    if not 0 < port < 65536:
+    if not 0 <= port < 65536:
         raise ConfigError(f"{what}: port {port} is out of range")
     return host.strip("[]"), port
 

@@ -1,19 +1,71 @@
-"""Registry service: the rules for device identities, over a :class:`~ironhub.storage.interfaces.Storage`.
+"""Registry service: the rules for device identities, over a storage backend.
 
-CONTRACT (filled in by the storage/registry work; other packages code against these names).
+Credentials by authentication kind (azure-iot-mqtt.md §2.3, §2.5):
+
+* ``sas``: two 32-byte random keys (primary, secondary), shown once in base64 at creation or
+  rotation and stored only sealed under the key-encryption key
+  (:mod:`ironhub.registry.sealing`), bound to the device and slot as associated data
+  (:func:`~ironhub.registry.sealing.device_key_aad`) so a sealed key cannot be moved to another
+  device or slot.
+* ``x509-thumbprint``: one or two self-signed certificates, stored with their SHA-256
+  thumbprints (primary, secondary).
+* ``x509-ca``: no secret at all; the device proves itself with a certificate chaining to a
+  registered CA whose CN is the device id.
+
+Every change that may invalidate a live connection (disable, delete, key rotation) is told to
+the listeners after it is stored, so the hub can drop the sessions it no longer trusts.
+Read-modify-write operations use the record's ``version`` (optimistic concurrency) and retry
+a few times when another writer got in between.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import dataclasses
+import logging
+import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
-from ironhub.clock import Clock
-from ironhub.storage.interfaces import AuthKind, CARecord, DeviceRecord, DeviceState, Storage
+from ironhub.codec.azure import validate_identity
+from ironhub.errors import ConflictError, NotFoundError, TrustError, ValidationError
+from ironhub.pki import (
+    certificate_pem,
+    normalise_thumbprint,
+    parse_ca_certificate,
+    parse_self_signed_device_certificate,
+    thumbprint_sha256,
+)
+from ironhub.registry.sealing import device_key_aad, seal, unseal
+from ironhub.storage.interfaces import AuthKind, CARecord, DeviceRecord, DeviceState
 
-__all__ = ["CreatedDevice", "DeviceChange", "KeySlot", "Registry", "validate_device_id"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cryptography import x509
+
+    from ironhub.clock import Clock
+    from ironhub.storage.interfaces import Storage
+
+__all__ = [
+    "KEY_SLOTS",
+    "CreatedDevice",
+    "DeviceChange",
+    "KeySlot",
+    "Registry",
+    "validate_device_id",
+]
+
+logger = logging.getLogger(__name__)
 
 KeySlot = str  # "primary" | "secondary"
+
+#: The two SAS key slots, primary first.
+KEY_SLOTS: Final = ("primary", "secondary")
+#: Bytes of entropy in a device key (Azure uses 32-byte keys as well).
+KEY_BYTES: Final = 32
+#: Attempts of a read-modify-write before a concurrent change is reported as a conflict.
+_UPDATE_ATTEMPTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,23 +86,98 @@ class DeviceChange:
 
     device_id: str
     reason: str  # "disabled" | "deleted" | "key-rotated" | "enabled"
+    #: For ``key-rotated``: the slot that changed. Connections authenticated with the other
+    #: key stay valid (rotation without downtime).
+    slot: KeySlot | None = None
 
 
 def validate_device_id(device_id: str) -> str:
-    """Return ``device_id`` if valid. Raises ``ValidationError``."""
-    raise NotImplementedError
+    """Return ``device_id`` if it is a valid device identity.
+
+    The rule lives in :func:`ironhub.codec.azure.validate_identity`.
+
+    Raises:
+        ValidationError: the id breaks the identity rule.
+    """
+    validate_identity(device_id)
+    return device_id
+
+
+def _encode_key(key: bytes) -> str:
+    return base64.b64encode(key).decode("ascii")
+
+
+def _parse_device_certificate(pem: str) -> x509.Certificate:
+    """Parse one thumbprint-device certificate.
+
+    Raises:
+        ValidationError: the certificate is refused (the reason from :mod:`ironhub.pki`).
+    """
+    try:
+        return parse_self_signed_device_certificate(pem)
+    except TrustError as exc:
+        raise ValidationError(f"device certificate refused: {exc}") from None
 
 
 class Registry:
-    """Device identities and CAs. All methods raise ``StorageError`` when storage fails."""
+    """Device identities and CAs. All methods raise ``StorageError`` when storage fails.
+
+    Args:
+        storage: an open storage backend.
+        kek: the key-encryption key that seals SAS keys at rest.
+        clock: wall-clock time for ``created_at`` / ``updated_at``.
+    """
 
     def __init__(self, storage: Storage, kek: bytes, clock: Clock) -> None:
-        raise NotImplementedError
+        self._storage = storage
+        self._kek = kek
+        self._clock = clock
+        self._listeners: list[Callable[[DeviceChange], None]] = []
+        self._trust_listeners: list[Callable[[], None]] = []
 
     def add_listener(self, callback: Callable[[DeviceChange], None]) -> None:
-        """Call ``callback`` after every change that may invalidate a live connection."""
-        raise NotImplementedError
+        """Call ``callback`` after every change that may invalidate a live connection.
 
+        A listener that raises is logged; the change stands and the other listeners still run.
+        """
+        self._listeners.append(callback)
+
+    def add_trust_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after the set of X.509 trust anchors changed.
+
+        That is: a CA was added or removed, or a thumbprint device (whose certificate the TLS
+        layer must accept) was created or deleted.
+        """
+        self._trust_listeners.append(callback)
+
+    def _notify_trust(self) -> None:
+        for callback in tuple(self._trust_listeners):
+            try:
+                callback()
+            except Exception:  # listener boundary: a failing consumer must not undo the change
+                logger.exception("registry trust listener failed")
+
+    def _notify(self, change: DeviceChange) -> None:
+        logger.info(
+            "device changed: device_id=%s reason=%s slot=%s",
+            change.device_id,
+            change.reason,
+            change.slot,
+        )
+        for callback in tuple(self._listeners):
+            try:
+                callback(change)
+            except Exception:  # listener boundary: a failing consumer must not undo the change
+                logger.exception(
+                    "registry listener failed: device_id=%s reason=%s",
+                    change.device_id,
+                    change.reason,
+                )
+
+    def _seal_key(self, device_id: str, slot: KeySlot, key: bytes) -> bytes:
+        return seal(self._kek, key, aad=device_key_aad(device_id, slot))
+
+    # --- devices --------------------------------------------------------------------------
     async def create_device(
         self,
         device_id: str,
@@ -58,41 +185,244 @@ class Registry:
         *,
         certificates_pem: tuple[str, ...] = (),
     ) -> CreatedDevice:
-        """Create a device. Raises ``ValidationError``, ``ConflictError``."""
-        raise NotImplementedError
+        """Create a device with fresh credentials.
+
+        Args:
+            device_id: the new device's id.
+            auth_kind: how it authenticates.
+            certificates_pem: for ``x509-thumbprint`` only, one or two self-signed
+                certificates (primary, then secondary).
+
+        Returns:
+            The stored record and, for SAS, both keys in base64. The keys are not kept in
+            clear anywhere and cannot be shown again.
+
+        Raises:
+            ValidationError: a malformed id, an unknown kind, certificates that are refused or
+                given to a kind that takes none.
+            ConflictError: the device exists.
+            StorageError: storage failed.
+        """
+        validate_device_id(device_id)
+        try:
+            kind = AuthKind(auth_kind)
+        except ValueError:
+            raise ValidationError(f"unknown authentication kind {auth_kind!r}") from None
+        now = self._clock.time()
+        record = DeviceRecord(
+            device_id=device_id,
+            auth_kind=kind,
+            state=DeviceState.ENABLED,
+            created_at=now,
+            updated_at=now,
+        )
+        created = CreatedDevice(record)
+        if kind is not AuthKind.X509_THUMBPRINT and certificates_pem:
+            raise ValidationError(f"{kind.value} devices take no certificates")
+        if kind is AuthKind.SAS:
+            primary, secondary = secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES)
+            record = dataclasses.replace(
+                record,
+                primary_key_sealed=self._seal_key(device_id, "primary", primary),
+                secondary_key_sealed=self._seal_key(device_id, "secondary", secondary),
+            )
+            created = CreatedDevice(record, _encode_key(primary), _encode_key(secondary))
+        elif kind is AuthKind.X509_THUMBPRINT:
+            if not 1 <= len(certificates_pem) <= len(KEY_SLOTS):
+                raise ValidationError("x509-thumbprint devices take one or two certificates")
+            certificates = [_parse_device_certificate(pem) for pem in certificates_pem]
+            thumbprints = [thumbprint_sha256(c) for c in certificates]
+            record = dataclasses.replace(
+                record,
+                primary_thumbprint=thumbprints[0],
+                secondary_thumbprint=thumbprints[1] if len(thumbprints) > 1 else None,
+                certificates_pem=tuple(certificate_pem(c).decode("ascii") for c in certificates),
+            )
+            created = CreatedDevice(record)
+        await self._storage.insert_device(record)
+        if auth_kind is AuthKind.X509_THUMBPRINT:
+            self._notify_trust()
+        logger.info("device created: device_id=%s auth_kind=%s", device_id, kind.value)
+        return created
 
     async def get_device(self, device_id: str) -> DeviceRecord:
-        """Raises ``NotFoundError``."""
-        raise NotImplementedError
+        """The device.
+
+        Raises:
+            NotFoundError: no such device.
+            StorageError: storage failed.
+        """
+        record = await self._storage.get_device(device_id)
+        if record is None:
+            raise NotFoundError(f"device {device_id!r} does not exist")
+        return record
 
     async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
-        """Devices ordered by id."""
-        raise NotImplementedError
+        """Devices ordered by id, starting after ``after``.
+
+        Raises:
+            StorageError: storage failed.
+        """
+        return await self._storage.list_devices(after=after, limit=limit)
+
+    async def _update(
+        self,
+        device_id: str,
+        change: Callable[[DeviceRecord], DeviceRecord | None],
+    ) -> tuple[DeviceRecord, bool]:
+        """Apply ``change`` to the stored device with optimistic concurrency.
+
+        ``change`` returns the new record (version and ``updated_at`` are set here), or
+        ``None`` when there is nothing to do.
+
+        Returns:
+            The stored record and whether it was changed.
+
+        Raises:
+            NotFoundError: no such device.
+            ConflictError: other writers changed the device on every attempt.
+            StorageError: storage failed.
+        """
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self.get_device(device_id)
+            changed = change(current)
+            if changed is None:
+                return current, False
+            updated = dataclasses.replace(
+                changed, version=current.version + 1, updated_at=self._clock.time()
+            )
+            try:
+                await self._storage.update_device(updated, expected_version=current.version)
+            except ConflictError:
+                continue
+            return updated, True
+        raise ConflictError(f"device {device_id!r} keeps changing concurrently; try again")
 
     async def set_state(self, device_id: str, state: DeviceState) -> DeviceRecord:
-        """Enable or disable. Raises ``NotFoundError``."""
-        raise NotImplementedError
+        """Enable or disable a device; disabling tells listeners to drop its connections.
+
+        Setting the state it already has changes nothing and tells nobody.
+
+        Raises:
+            ValidationError: an unknown state.
+            NotFoundError: no such device.
+            ConflictError: concurrent changes kept winning.
+            StorageError: storage failed.
+        """
+        try:
+            wanted = DeviceState(state)
+        except ValueError:
+            raise ValidationError(f"unknown device state {state!r}") from None
+
+        def change(record: DeviceRecord) -> DeviceRecord | None:
+            return None if record.state is wanted else dataclasses.replace(record, state=wanted)
+
+        record, changed = await self._update(device_id, change)
+        if changed:
+            reason = "disabled" if wanted is DeviceState.DISABLED else "enabled"
+            self._notify(DeviceChange(device_id, reason))
+        return record
 
     async def rotate_key(self, device_id: str, slot: KeySlot) -> str:
-        """Regenerate one SAS key (the other keeps working); returns the new key (base64)."""
-        raise NotImplementedError
+        """Regenerate one SAS key (the other keeps working); returns the new key (base64).
+
+        Raises:
+            ValidationError: ``slot`` is not ``primary`` or ``secondary``, or the device does
+                not use SAS.
+            NotFoundError: no such device.
+            ConflictError: concurrent changes kept winning.
+            StorageError: storage failed.
+        """
+        if slot not in KEY_SLOTS:
+            raise ValidationError("the key slot must be 'primary' or 'secondary'")
+        key = secrets.token_bytes(KEY_BYTES)
+        sealed = self._seal_key(device_id, slot, key)
+
+        def change(record: DeviceRecord) -> DeviceRecord:
+            if record.auth_kind is not AuthKind.SAS:
+                raise ValidationError(
+                    f"device {device_id!r} uses {record.auth_kind.value}, not SAS keys"
+                )
+            if slot == "primary":
+                return dataclasses.replace(record, primary_key_sealed=sealed)
+            return dataclasses.replace(record, secondary_key_sealed=sealed)
+
+        await self._update(device_id, change)
+        self._notify(DeviceChange(device_id, "key-rotated", slot))
+        return _encode_key(key)
 
     async def delete_device(self, device_id: str) -> None:
-        """Raises ``NotFoundError``."""
-        raise NotImplementedError
+        """Delete a device and tell listeners to drop its connections.
+
+        Raises:
+            NotFoundError: no such device.
+            StorageError: storage failed.
+        """
+        if not await self._storage.delete_device(device_id):
+            raise NotFoundError(f"device {device_id!r} does not exist")
+        self._notify(DeviceChange(device_id, "deleted"))
+        self._notify_trust()
 
     def unseal_keys(self, record: DeviceRecord) -> tuple[bytes, ...]:
-        """The raw SAS keys of a device (primary first). Raises ``SealingError``."""
-        raise NotImplementedError
+        """The raw SAS keys of a device (primary first); empty for X.509 devices.
 
+        Raises:
+            SealingError: a key cannot be unsealed (wrong KEK, tampering, or a blob moved
+                from another device or slot).
+        """
+        if record.auth_kind is not AuthKind.SAS:
+            return ()
+        blobs = (record.primary_key_sealed, record.secondary_key_sealed)
+        return tuple(
+            unseal(self._kek, blob, aad=device_key_aad(record.device_id, slot))
+            for slot, blob in zip(KEY_SLOTS, blobs, strict=True)
+            if blob is not None
+        )
+
+    # --- certificate authorities ----------------------------------------------------------
     async def add_ca(self, pem: str) -> CARecord:
-        """Register a CA certificate. Raises ``ValidationError``, ``ConflictError``."""
-        raise NotImplementedError
+        """Register a CA certificate for X.509 CA-signed device authentication.
+
+        Raises:
+            ValidationError: the certificate is refused (the reason from :mod:`ironhub.pki`).
+            ConflictError: the CA is registered already.
+            StorageError: storage failed.
+        """
+        try:
+            certificate = parse_ca_certificate(pem)
+            subject = certificate.subject.rfc4514_string()
+        except TrustError as exc:
+            raise ValidationError(f"CA certificate refused: {exc}") from None
+        except ValueError:
+            raise ValidationError("CA certificate refused: the subject cannot be decoded") from None
+        record = CARecord(
+            fingerprint=thumbprint_sha256(certificate),
+            subject=subject,
+            pem=certificate_pem(certificate).decode("ascii"),
+            created_at=self._clock.time(),
+        )
+        await self._storage.insert_ca(record)
+        self._notify_trust()
+        logger.info("CA registered: fingerprint=%s subject=%s", record.fingerprint, subject)
+        return record
 
     async def list_cas(self) -> list[CARecord]:
-        """Registered CAs."""
-        raise NotImplementedError
+        """Registered CAs.
+
+        Raises:
+            StorageError: storage failed.
+        """
+        return await self._storage.list_cas()
 
     async def remove_ca(self, fingerprint: str) -> None:
-        """Raises ``NotFoundError``."""
-        raise NotImplementedError
+        """Unregister a CA; the fingerprint may be given with colons or in lower case.
+
+        Raises:
+            NotFoundError: no CA has this fingerprint.
+            StorageError: storage failed.
+        """
+        normalised = normalise_thumbprint(fingerprint)
+        if not await self._storage.delete_ca(normalised):
+            raise NotFoundError(f"no CA with fingerprint {normalised}")
+        logger.info("CA removed: fingerprint=%s", normalised)
+        self._notify_trust()

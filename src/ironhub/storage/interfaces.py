@@ -7,22 +7,29 @@ tokens only as SHA-256 hashes.
 The message log is append-only. :meth:`Storage.append` never blocks and never awaits per
 message: it queues the entry for the next group commit and returns a future that resolves
 with the entry's sequence number once the transaction holding it is durable (ARCHITECTURE.md,
-Durability). A QoS 1 PUBACK is sent only when that future has resolved.
+Durability). A QoS 1 PUBACK is sent only when that future has resolved. Consumers that must
+see every committed entry (the live fan-out of :mod:`ironhub.streams.log`) register a
+:data:`CommitListener`, called once per committed batch whatever became of the futures.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "AuthKind",
     "CARecord",
+    "CommitListener",
     "DeviceRecord",
     "DeviceState",
     "LogEntry",
+    "RecentPublish",
     "Storage",
     "StorageStatistics",
     "StoredMessage",
@@ -131,6 +138,27 @@ class StoredMessage:
     properties: tuple[tuple[str, str], ...] = ()
 
 
+class RecentPublish(NamedTuple):
+    """A committed QoS 1 entry as remembered for DUP de-duplication.
+
+    The first three fields are the original ``(device_id, packet_id, digest)`` triple; ``seq``
+    was added so that a DUP re-send of a message committed before a restart can be answered
+    with the original sequence number.
+    """
+
+    device_id: str
+    packet_id: int
+    digest: bytes
+    seq: int
+
+
+#: Called on the event loop after every committed batch of log entries, in commit order, with
+#: the sequence number of the first entry and the entries (entry ``i`` has ``first_seq + i``).
+#: Called whether or not the entries' futures were cancelled, so a consumer never misses a
+#: committed entry.
+CommitListener = Callable[[int, Sequence[LogEntry]], None]
+
+
 @dataclass(frozen=True, slots=True)
 class StorageStatistics:
     """Counters for ``/metrics`` and tests."""
@@ -140,6 +168,8 @@ class StorageStatistics:
     last_batch_size: int
     queued_entries: int
     last_commit_seconds: float
+    #: Group commits that failed (their futures failed with ``StorageError``).
+    failed_commits: int = 0
 
 
 class Storage(Protocol):
@@ -240,12 +270,18 @@ class Storage(Protocol):
         """The highest committed sequence number (0 when empty)."""
         ...
 
-    async def recent_publish_digests(
-        self, *, limit: int
-    ) -> list[tuple[str, int, bytes]]:
-        """``(device_id, packet_id, digest)`` of the newest ``limit`` QoS 1 entries, oldest first.
+    async def recent_publish_digests(self, *, limit: int) -> list[RecentPublish]:
+        """The newest ``limit`` QoS 1 entries, oldest first, as ``RecentPublish`` tuples.
 
         Used at start-up to warm the DUP de-duplication cache without a secondary index.
+        """
+        ...
+
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` on the event loop after every committed batch, in commit order.
+
+        Returns a function that removes the listener. Exceptions raised by a listener are
+        logged and never reach the writer or the other listeners.
         """
         ...
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 __all__ = [
+    "SUBACK_FAILURE",
     "ConnAck",
     "Connect",
     "ConnectReturnCode",
@@ -74,6 +75,13 @@ class Will:
     payload: bytes
     qos: int
     retain: bool
+
+    def __repr__(self) -> str:
+        # Like a PUBLISH payload, the will message never reaches a log line; its size does.
+        return (
+            f"Will(topic={self.topic!r}, qos={self.qos}, retain={self.retain},"
+            f" payload=<{len(self.payload)} bytes>)"
+        )
 
 
 @dataclass(frozen=True, slots=True)

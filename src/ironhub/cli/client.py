@@ -1,0 +1,392 @@
+"""A small HTTPS client for the operator API, on the standard library only.
+
+:class:`HubClient` speaks JSON to the API over ``http.client`` with an ``ssl`` context that
+trusts the hub's CA (hostname checking stays on), and follows Server-Sent Events for
+``messages tail``. Every failure becomes a :class:`ClientError` whose ``exit_code`` the CLI
+uses and whose message is one line meant for a human; the token never appears in one.
+
+Exception tree::
+
+    ClientError                 exit 1 unless stated otherwise
+    ├── ClientUsageError        exit 2: a local file or setting is wrong (CA file, URL)
+    ├── ClientAuthError         exit 3: no usable token, or the API answered 401 / 403
+    ├── HubUnreachableError     the API cannot be reached (refused, DNS, timeout, TLS)
+    └── APIError                the API answered with an error body (status, code)
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import socket
+import ssl
+import stat
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ironhub.errors import IronhubError
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator, Mapping
+    from pathlib import Path
+
+__all__ = [
+    "DEFAULT_API_URL",
+    "APIError",
+    "ClientAuthError",
+    "ClientError",
+    "ClientUsageError",
+    "HubClient",
+    "HubUnreachableError",
+    "SSEEvent",
+    "read_token_file",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://127.0.0.1:8443"
+#: An SSE line longer than this is not from our hub (one message is at most ~350 KiB as JSON).
+_MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
+
+
+class ClientError(IronhubError):
+    """A CLI request failed; ``exit_code`` says how the process should end."""
+
+    exit_code = 1
+
+
+class ClientUsageError(ClientError):
+    """A local setting is wrong: a missing CA file, a malformed URL."""
+
+    exit_code = 2
+
+
+class ClientAuthError(ClientError):
+    """No usable token, or the API refused it (401) or its role (403)."""
+
+    exit_code = 3
+
+
+class HubUnreachableError(ClientError):
+    """The API could not be reached: connection refused, DNS, timeout, TLS verification."""
+
+
+class APIError(ClientError):
+    """The API answered with an error.
+
+    Attributes:
+        status: the HTTP status.
+        code: the ``error.code`` of the body (``http-error`` if the body was not ours).
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One Server-Sent Event."""
+
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+
+
+def read_token_file(path: Path) -> str:
+    """Read an API token from ``path``, refusing files others could read.
+
+    Like ssh with private keys: a token readable by the group or by others is treated as
+    already leaked, and is not used.
+
+    Raises:
+        ClientAuthError: the file is missing, unreadable, not a regular file, too open or empty.
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ClientAuthError(f"cannot read token file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ClientAuthError(f"token file {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ClientAuthError(
+            f"token file {path} is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
+        )
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientAuthError(f"cannot read token file {path}: {exc}") from None
+    if not token:
+        raise ClientAuthError(f"token file {path} is empty")
+    return token
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@dataclass(slots=True)
+class HubClient:
+    """A connection-per-request client of the operator API.
+
+    Args:
+        api_url: ``https://HOST:PORT[/prefix]``; ``http://`` only for loopback hosts.
+        token: the operator API token, or ``None`` for public routes only.
+        ca_file: the hub CA certificate to trust; ``None`` means the system trust store.
+        timeout_seconds: connect and read timeout of ordinary requests.
+    """
+
+    api_url: str
+    token: str | None
+    ca_file: Path | None = None
+    timeout_seconds: float = 30.0
+    _scheme: str = field(init=False, default="https")
+    _host: str = field(init=False, default="")
+    _port: int = field(init=False, default=443)
+    _prefix: str = field(init=False, default="")
+    _context: ssl.SSLContext | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        """Parse the URL and build the TLS context.
+
+        Raises:
+            ClientUsageError: the URL is malformed, or the CA file is missing or not a PEM.
+            ClientAuthError: the token contains characters no token has.
+        """
+        try:
+            parts = urllib.parse.urlsplit(self.api_url)
+            port = parts.port
+        except ValueError:
+            raise ClientUsageError(f"malformed API URL {self.api_url!r}") from None
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ClientUsageError(f"the API URL must be https://HOST:PORT, not {self.api_url!r}")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ClientUsageError("plain http:// is only allowed to a loopback address")
+        if parts.query or parts.fragment or parts.username:
+            raise ClientUsageError("the API URL must not have credentials, a query or a fragment")
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = port or (443 if parts.scheme == "https" else 80)
+        self._prefix = parts.path.rstrip("/")
+        if self.token is not None and not (
+            self.token.isascii() and self.token.isprintable() and " " not in self.token
+        ):
+            raise ClientAuthError("the API token contains characters no token has")
+        if self._scheme == "https":
+            self._context = self._tls_context()
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self.ca_file is None:
+            return ssl.create_default_context()
+        try:
+            return ssl.create_default_context(cafile=os.fspath(self.ca_file))
+        except FileNotFoundError:
+            raise ClientUsageError(
+                f"hub CA certificate {self.ca_file} not found (set --ca or IRONHUB_CA)"
+            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientUsageError(f"cannot load CA certificate {self.ca_file}: {exc}") from None
+
+    @property
+    def base_url(self) -> str:
+        """The API URL as given."""
+        return self.api_url
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._context is not None:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=timeout, context=self._context
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def _target(self, path: str, query: Mapping[str, str | int | None] | None) -> str:
+        """``path`` (already percent-encoded by the caller) with the URL prefix and query."""
+        target = self._prefix + path
+        params = {k: str(v) for k, v in (query or {}).items() if v is not None}
+        if params:
+            target += "?" + urllib.parse.urlencode(params)
+        return target
+
+    def _headers(self, *, accept: str, body: bool) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": "ironhub-cli"}
+        if body:
+            headers["Content-Type"] = "application/json"
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def _unreachable(self, exc: OSError) -> ClientError:
+        where = f"{self._host}:{self._port}"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            hint = (
+                f"pass the hub's CA certificate with --ca (tried {self.ca_file})"
+                if self.ca_file is not None
+                else "pass the hub's CA certificate with --ca or IRONHUB_CA"
+            )
+            return HubUnreachableError(
+                f"TLS verification of {where} failed ({exc.verify_message}); {hint}"
+            )
+        if isinstance(exc, ssl.SSLError):
+            return HubUnreachableError(f"TLS with {where} failed: {exc.reason or exc}")
+        if isinstance(exc, TimeoutError | socket.timeout):
+            return HubUnreachableError(f"the API at {self.api_url} did not answer in time")
+        if isinstance(exc, socket.gaierror):
+            return HubUnreachableError(f"cannot resolve the API host {self._host!r}")
+        reason = exc.strerror or type(exc).__name__
+        return HubUnreachableError(f"cannot reach the API at {self.api_url}: {reason}")
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int | None] | None,
+        body: bytes | None,
+        accept: str,
+        timeout: float,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self._connection(timeout)
+        try:
+            conn.request(
+                method,
+                self._target(path, query),
+                body=body,
+                headers=self._headers(accept=accept, body=body is not None),
+            )
+            response = conn.getresponse()
+        except OSError as exc:
+            conn.close()
+            raise self._unreachable(exc) from None
+        except http.client.HTTPException as exc:
+            conn.close()
+            raise HubUnreachableError(
+                f"the API at {self.api_url} answered something that is not HTTP ({exc!r})"
+            ) from None
+        return conn, response
+
+    @staticmethod
+    def _error_from(status: int, reason: str, raw: bytes) -> ClientError:
+        code, message = "http-error", f"HTTP {status} {reason}".strip()
+        try:
+            detail = json.loads(raw)["error"]
+            code, message = str(detail["code"]), str(detail["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        if status == 401:
+            return ClientAuthError(
+                f"the API refused the token ({message}); check IRONHUB_TOKEN or --token-file"
+            )
+        if status == 403:
+            return ClientAuthError(f"the token may not do this: {message}")
+        return APIError(status, code, message)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str | int | None] | None = None,
+        json_body: Any = None,  # noqa: ANN401 - any JSON value
+    ) -> Any:  # noqa: ANN401 - the decoded JSON answer
+        """Send one request and return its decoded JSON answer (``None`` for 204).
+
+        Raises:
+            HubUnreachableError: the API could not be reached or did not speak HTTP.
+            ClientAuthError: the API answered 401 or 403.
+            APIError: the API answered any other error, or a success that is not JSON.
+        """
+        body = None if json_body is None else json.dumps(json_body).encode("utf-8")
+        conn, response = self._open(
+            method,
+            path,
+            query=query,
+            body=body,
+            accept="application/json",
+            timeout=self.timeout_seconds,
+        )
+        try:
+            raw = response.read()
+        except OSError as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            conn.close()
+        if response.status >= 400:
+            raise self._error_from(response.status, response.reason, raw)
+        if response.status == 204 or not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise APIError(response.status, "bad-answer", "the API answered non-JSON") from None
+
+    def events(
+        self,
+        path: str,
+        *,
+        query: Mapping[str, str | int | None] | None = None,
+        idle_timeout_seconds: float = 60.0,
+    ) -> Generator[SSEEvent, None, None]:
+        """Follow a Server-Sent Events stream; comments (heartbeats) are skipped.
+
+        The iterator ends when the server ends the stream; closing it closes the connection.
+
+        Raises:
+            HubUnreachableError: the API could not be reached, or was silent (not even a
+                heartbeat) for ``idle_timeout_seconds``.
+            ClientAuthError: the API answered 401 or 403.
+            APIError: the API answered any other error.
+        """
+        conn, response = self._open(
+            "GET",
+            path,
+            query=query,
+            body=None,
+            accept="text/event-stream",
+            timeout=idle_timeout_seconds,
+        )
+        try:
+            if response.status >= 400:
+                raise self._error_from(response.status, response.reason, response.read())
+            yield from self._parse_events(response)
+        except OSError as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _parse_events(response: http.client.HTTPResponse) -> Iterator[SSEEvent]:
+        """The SSE parsing rules of the WHATWG HTML standard, §9.2.6, for UTF-8 streams."""
+        event = ""
+        data: list[str] = []
+        last_id: str | None = None
+        while True:
+            line = response.readline(_MAX_SSE_LINE_BYTES)
+            if not line:
+                return
+            if not line.endswith(b"\n"):
+                raise HubUnreachableError("the API sent an event line that is too long")
+            text = line.rstrip(b"\r\n").decode("utf-8", errors="replace")
+            if not text:
+                if data:
+                    yield SSEEvent(event=event or "message", data="\n".join(data), id=last_id)
+                event, data = "", []
+                continue
+            if text.startswith(":"):
+                continue
+            name, _, value = text.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id":
+                last_id = value

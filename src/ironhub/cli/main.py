@@ -1,0 +1,815 @@
+"""The ``ironhub`` command: ``init`` and ``serve`` run a hub, every other command calls its API.
+
+No logic lives here beyond input and output (ARCHITECTURE.md): ``init`` and ``serve`` call
+:mod:`ironhub.server`, the other commands call the operator API through
+:class:`~ironhub.cli.client.HubClient`. Output is a rich table or text for humans, or plain
+JSON with ``--json`` (``messages tail --json`` writes one JSON object per line).
+
+Exit codes: 0 success, 1 API or network error, 2 usage error (including local files that are
+missing or unusable), 3 authentication error (no token, token refused, role insufficient).
+Errors are one line on stderr, ``error: ...``, never a traceback.
+
+Where the client commands get their settings, first match wins:
+
+* API URL: ``--api``, ``IRONHUB_API``, ``https://127.0.0.1:8443``;
+* token: ``--token-file``, ``IRONHUB_TOKEN``, ``IRONHUB_TOKEN_FILE`` (a token file must not be
+  accessible by group or others);
+* CA certificate: ``--ca``, ``IRONHUB_CA``, ``<data dir>/ca.pem`` (data dir: ``--data``,
+  ``IRONHUB_DATA``, ``./ironhub-data``), else the system trust store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import sys
+import unicodedata
+import urllib.parse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ironhub import __version__
+from ironhub.cli.client import (
+    DEFAULT_API_URL,
+    ClientAuthError,
+    ClientError,
+    ClientUsageError,
+    HubClient,
+    read_token_file,
+)
+from ironhub.errors import ConfigError, IronhubError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from ironhub.server import ServeInfo
+
+__all__ = ["cli", "main"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = "ironhub-data"
+_AUTH_KINDS = ("sas", "x509-ca", "x509-thumbprint")
+_KEY_SLOTS = ("primary", "secondary")
+_STREAMS = ("telemetry", "security", "lifecycle")
+_PAYLOAD_PREVIEW_CHARS = 60
+_PIPE_WIDTH = 1000
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+def safe(value: object) -> str:
+    """``value`` as text with control and format characters escaped.
+
+    Device ids, property bags and payloads come from devices; printed raw they could move the
+    cursor, rewrite earlier lines or hide text (ANSI escapes, bidi overrides). JSON output is
+    escaped by the encoder instead.
+    """
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable() or char == " ":
+            out.append(char)
+        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _when(timestamp: object) -> str:
+    if not isinstance(timestamp, int | float):
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Output:
+    """Where a command writes: JSON for machines, rich for humans."""
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.as_json = as_json
+        # soft_wrap keeps long connection strings and keys on one line, copy-pasteable; when
+        # the output is not a terminal (a pipe, a file), tables are as wide as their content
+        # instead of being cut at 80 columns, so ids and fingerprints survive ``grep``.
+        self.console = Console(highlight=False, soft_wrap=True)
+        if not self.console.is_terminal:
+            self.console = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
+
+    def json(self, value: object) -> None:
+        """Print ``value`` as indented JSON."""
+        click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+    def json_line(self, value: object) -> None:
+        """Print ``value`` as one line of JSON (JSON Lines)."""
+        click.echo(json.dumps(value, sort_keys=True))
+
+    def text(self, *parts: str | Text) -> None:
+        """Print a line; ``str`` parts are taken literally (no rich markup)."""
+        line = Text()
+        for part in parts:
+            line.append(part if isinstance(part, Text) else Text(part))
+        self.console.print(line)
+
+    def table(self, columns: tuple[str, ...], rows: Sequence[Sequence[object]]) -> None:
+        """Print a table whose cells are taken literally."""
+        table = Table(show_edge=False, box=None, pad_edge=False)
+        for column in columns:
+            # Fold rather than truncate: an id cut with "…" cannot be pasted back.
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(safe(cell)) for cell in row))
+        self.console.print(table)
+
+    def fields(self, pairs: list[tuple[str, object]]) -> None:
+        """Print ``name: value`` lines, aligned."""
+        width = max(len(name) for name, _ in pairs)
+        for name, value in pairs:
+            self.text(Text(f"{name + ':':<{width + 1}} ", style="bold"), safe(value))
+
+
+def _fail(message: str, code: int) -> click.exceptions.Exit:
+    click.echo(f"error: {safe(message)}", err=True)
+    return click.exceptions.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn expected failures into one line on stderr and an exit code."""
+    try:
+        yield
+    except ClientError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
+
+
+# --- shared options ----------------------------------------------------------------------------
+
+_json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables."
+)
+_data_option = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="IRONHUB_DATA",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Hub data directory (env IRONHUB_DATA).",
+)
+
+
+def _client_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Add ``--api``, ``--ca``, ``--token-file``, ``--data`` and ``--json`` to a client command.
+
+    The command receives ``client: HubClient`` and ``out: Output`` instead of those options,
+    and runs inside :func:`_errors`.
+    """
+
+    @functools.wraps(func)
+    def wrapper(
+        *,
+        api: str,
+        ca: Path | None,
+        token_file: Path | None,
+        data_dir: Path,
+        as_json: bool,
+        **kwargs: Any,  # noqa: ANN401 - the command's own options
+    ) -> None:
+        out = Output(as_json=as_json)
+        with _errors():
+            client = _make_client(api=api, ca=ca, token_file=token_file, data_dir=data_dir)
+            func(client=client, out=out, **kwargs)
+
+    options = (
+        click.option(
+            "--api",
+            envvar="IRONHUB_API",
+            default=DEFAULT_API_URL,
+            show_default=True,
+            help="Operator API URL (env IRONHUB_API).",
+        ),
+        click.option(
+            "--ca",
+            type=click.Path(path_type=Path, dir_okay=False),
+            envvar="IRONHUB_CA",
+            help="Hub CA certificate (env IRONHUB_CA; default <data dir>/ca.pem).",
+        ),
+        click.option(
+            "--token-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Read the API token from this file (mode 0600). Else env IRONHUB_TOKEN, "
+            "then IRONHUB_TOKEN_FILE.",
+        ),
+        _data_option,
+        _json_option,
+    )
+    command: Callable[..., None] = wrapper
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _make_client(
+    *, api: str, ca: Path | None, token_file: Path | None, data_dir: Path
+) -> HubClient:
+    """Resolve token and CA as the module docstring says.
+
+    Raises:
+        ClientAuthError: no token is configured, or the token file is unusable.
+        ClientUsageError: the URL or the CA file is unusable.
+    """
+    token: str | None
+    if token_file is not None:
+        token = read_token_file(token_file)
+    elif os.environ.get("IRONHUB_TOKEN"):
+        token = os.environ["IRONHUB_TOKEN"].strip()
+    elif os.environ.get("IRONHUB_TOKEN_FILE"):
+        token = read_token_file(Path(os.environ["IRONHUB_TOKEN_FILE"]))
+    else:
+        raise ClientAuthError(
+            "no API token: set IRONHUB_TOKEN or pass --token-file "
+            "(the first admin token is printed by `ironhub init`)"
+        )
+    if ca is None:
+        default_ca = data_dir / "ca.pem"
+        ca = default_ca if default_ca.is_file() else None
+    return HubClient(api, token, ca_file=ca)
+
+
+# --- the command group -------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ironhub")
+def cli() -> None:
+    """Ironhub: a security-first IoT hub for unmodified Azure IoT device SDKs."""
+
+
+def main() -> None:
+    """Entry point of the ``ironhub`` console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cli(prog_name="ironhub")
+
+
+# --- init and serve ----------------------------------------------------------------------------
+
+
+def _hostnames_option(func: Callable[..., None]) -> Callable[..., None]:
+    return click.option(
+        "--hostname",
+        "hostnames",
+        multiple=True,
+        help="Host name the server certificate covers (repeatable; the first is the HostName "
+        "of connection strings).",
+    )(func)
+
+
+@cli.command()
+@_data_option
+@_hostnames_option
+@_json_option
+def init(data_dir: Path, hostnames: tuple[str, ...], as_json: bool) -> None:
+    """Create the data directory: CA, server certificate, key-encryption key, database.
+
+    The first admin API token is printed once, here; store it.
+    """
+    # Imported here: client commands must not pay for (or depend on) the whole hub.
+    from ironhub.server import init_hub  # noqa: PLC0415
+
+    out = Output(as_json=as_json)
+    try:
+        result = init_hub(data_dir, hostnames)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except (IronhubError, OSError) as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        out.json(
+            {
+                "created": result.created,
+                "data_dir": str(result.data_dir),
+                "hostname": result.hostname,
+                "ca_path": str(result.ca_path),
+                "first_admin_token": result.first_admin_token,
+                "mqtt": result.mqtt,
+                "api_url": result.api_url,
+            }
+        )
+        return
+    verb = "Initialised" if result.created else "Already initialised:"
+    out.text(f"{verb} hub data in {result.data_dir}")
+    out.fields(
+        [
+            ("Host name", result.hostname),
+            ("CA certificate", result.ca_path),
+            ("MQTT", result.mqtt),
+            ("API", result.api_url),
+        ]
+    )
+    if result.first_admin_token is not None:
+        out.text("")
+        out.text(Text("First admin token (shown once, store it now):", style="bold yellow"))
+        out.text(result.first_admin_token)
+
+
+def _banner(out: Output, info: ServeInfo) -> None:
+    """The start-up banner: where the hub is, and what to type next."""
+    out.text(Text("ironhub is running", style="bold green"))
+    out.fields(
+        [
+            ("Host name", info.hostname),
+            ("CA certificate", info.ca_path),
+            ("MQTT (devices)", info.mqtt),
+            ("API (operators)", info.api_url),
+        ]
+    )
+    token = info.first_admin_token
+    if token is not None:
+        out.text("")
+        out.text(Text("First admin token (shown once, store it now):", style="bold yellow"))
+        out.text(token)
+    out.text("")
+    out.text(Text("Next, in another shell:", style="bold"))
+    out.text(f"  export IRONHUB_TOKEN={token if token is not None else '<your admin token>'}")
+    out.text(f"  export IRONHUB_API={info.api_url}")
+    out.text(f"  export IRONHUB_CA={info.ca_path}")
+    out.text("  ironhub device create dev1")
+    out.text("")
+    out.text(Text("Then connect it with the unmodified Azure IoT device SDK:", style="bold"))
+    for line in (
+        "from azure.iot.device import IoTHubDeviceClient, Message",
+        'cs = "<connection string printed by: ironhub device create dev1>"',
+        (
+            "client = IoTHubDeviceClient.create_from_connection_string("
+            f'cs, server_verification_cert=open("{info.ca_path}").read())'
+        ),
+        "client.connect()",
+        'client.send_message(Message("hello"))',
+        "client.shutdown()",
+    ):
+        out.text(f"  {line}")
+    out.text("")
+    out.text("Watch its messages: ironhub messages tail")
+
+
+@cli.command()
+@_data_option
+@click.option("--mqtt", "mqtt_bind", metavar="HOST:PORT", help="Device endpoint address.")
+@click.option("--api", "api_bind", metavar="HOST:PORT", help="Operator API address.")
+@_hostnames_option
+@_json_option
+def serve(
+    data_dir: Path,
+    mqtt_bind: str | None,
+    api_bind: str | None,
+    hostnames: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Run the hub (initialising the data directory first if it is new)."""
+    from ironhub.config import load_config  # noqa: PLC0415 - see init
+    from ironhub.server import serve as serve_hub  # noqa: PLC0415
+
+    out = Output(as_json=as_json)
+    try:
+        config = load_config(data_dir, hostnames=hostnames, mqtt_bind=mqtt_bind, api_bind=api_bind)
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+
+    def on_ready(info: ServeInfo) -> None:
+        if as_json:
+            out.json_line(
+                {
+                    "hostname": info.hostname,
+                    "ca_path": str(info.ca_path),
+                    "mqtt": info.mqtt,
+                    "api_url": info.api_url,
+                    "first_admin_token": info.first_admin_token,
+                }
+            )
+        else:
+            _banner(out, info)
+        sys.stdout.flush()
+
+    try:
+        serve_hub(config, on_ready=on_ready)
+    except KeyboardInterrupt:
+        return
+    except ConfigError as exc:
+        raise _fail(str(exc), 2) from None
+    except (IronhubError, OSError) as exc:
+        raise _fail(str(exc), 1) from None
+
+
+# --- devices -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def device() -> None:
+    """Device identities: create, list, show, rotate keys, enable, disable, delete."""
+
+
+def _device_rows(devices: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+    def connected(value: object) -> str:
+        return "-" if value is None else ("yes" if value else "no")
+
+    return [
+        (
+            d["device_id"],
+            d["auth"],
+            d["state"],
+            connected(d.get("connected")),
+            d["version"],
+            _when(d["updated_at"]),
+        )
+        for d in devices
+    ]
+
+
+_DEVICE_COLUMNS = ("DEVICE", "AUTH", "STATE", "CONNECTED", "VERSION", "UPDATED (UTC)")
+
+
+def _show_device(out: Output, d: dict[str, Any]) -> None:
+    pairs: list[tuple[str, object]] = [
+        ("Device", d["device_id"]),
+        ("Auth", d["auth"]),
+        ("State", d["state"]),
+        ("Connected", {None: "unknown", True: "yes", False: "no"}[d.get("connected")]),
+        ("Version", d["version"]),
+        ("Created (UTC)", _when(d["created_at"])),
+        ("Updated (UTC)", _when(d["updated_at"])),
+    ]
+    if d.get("primary_thumbprint"):
+        pairs.append(("Primary thumbprint", d["primary_thumbprint"]))
+    if d.get("secondary_thumbprint"):
+        pairs.append(("Secondary thumbprint", d["secondary_thumbprint"]))
+    out.fields(pairs)
+
+
+def _read_text_file(path: Path, what: str) -> str:
+    """Read a PEM file given on the command line.
+
+    Raises:
+        ClientUsageError: the file cannot be read as text.
+    """
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientUsageError(f"cannot read {what} {path}: {exc}") from None
+
+
+def _device_path(device_id: str, *rest: str) -> str:
+    # Device ids may contain characters that are special in URLs (``%``, ``?``, ``#``).
+    return "/".join(("/devices", urllib.parse.quote(device_id, safe=""), *rest))
+
+
+@device.command("create")
+@click.argument("device_id")
+@click.option("--auth", type=click.Choice(_AUTH_KINDS), default="sas", show_default=True)
+@click.option(
+    "--cert",
+    "certs",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Certificate (PEM) of an x509-thumbprint device: primary, then optional secondary.",
+)
+@_client_options
+def device_create(
+    client: HubClient, out: Output, device_id: str, auth: str, certs: tuple[Path, ...]
+) -> None:
+    """Create a device; SAS keys and the connection string are shown this once."""
+    pems = [_read_text_file(p, "certificate") for p in certs]
+    answer = client.request(
+        "POST",
+        "/devices",
+        json_body={"device_id": device_id, "auth": auth, "certificates_pem": pems},
+    )
+    if out.as_json:
+        out.json(answer)
+        return
+    d = answer["device"]
+    out.text(f"Created device {safe(d['device_id'])} ({safe(d['auth'])}).")
+    if answer.get("primary_key"):
+        out.fields(
+            [("Primary key", answer["primary_key"]), ("Secondary key", answer["secondary_key"])]
+        )
+    for name in ("primary_thumbprint", "secondary_thumbprint"):
+        if d.get(name):
+            out.fields([(name.replace("_", " ").capitalize(), d[name])])
+    if answer.get("connection_string"):
+        out.text("Connection string:")
+        out.text(safe(answer["connection_string"]))
+    if answer.get("primary_key"):
+        out.text(Text("The keys are shown only once; store them now.", style="yellow"))
+
+
+@device.command("list")
+@click.option("--after", default=None, help="Start after this device id.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=None, help="At most this many (default: all)."
+)
+@_client_options
+def device_list(client: HubClient, out: Output, after: str | None, limit: int | None) -> None:
+    """List devices ordered by id."""
+    devices: list[dict[str, Any]] = []
+    cursor = after
+    while True:
+        page_size = 1000 if limit is None else limit - len(devices)
+        page = client.request("GET", "/devices", query={"after": cursor, "limit": page_size})
+        devices += page["devices"]
+        cursor = page["next_after"]
+        if cursor is None or (limit is not None and len(devices) >= limit):
+            break
+    if out.as_json:
+        out.json({"devices": devices, "next_after": cursor})
+        return
+    if not devices:
+        out.text("No devices.")
+        return
+    out.table(_DEVICE_COLUMNS, _device_rows(devices))
+
+
+@device.command("show")
+@click.argument("device_id")
+@_client_options
+def device_show(client: HubClient, out: Output, device_id: str) -> None:
+    """Show a device (never its keys)."""
+    answer = client.request("GET", _device_path(device_id))
+    if out.as_json:
+        out.json(answer)
+    else:
+        _show_device(out, answer)
+
+
+@device.command("rotate-key")
+@click.argument("device_id")
+@click.option("--key", "slot", type=click.Choice(_KEY_SLOTS), default="primary", show_default=True)
+@_client_options
+def device_rotate_key(client: HubClient, out: Output, device_id: str, slot: str) -> None:
+    """Regenerate one SAS key; the other key keeps working meanwhile."""
+    answer = client.request("POST", _device_path(device_id, "keys", slot, "rotate"))
+    if out.as_json:
+        out.json(answer)
+        return
+    out.fields([(f"New {slot} key", answer["key"])])
+    out.text("Connection string:")
+    out.text(safe(answer["connection_string"]))
+
+
+def _set_state(client: HubClient, out: Output, device_id: str, action: str) -> None:
+    answer = client.request("POST", _device_path(device_id, action))
+    if out.as_json:
+        out.json(answer)
+    else:
+        out.text(f"Device {safe(answer['device_id'])} is now {safe(answer['state'])}.")
+
+
+@device.command("enable")
+@click.argument("device_id")
+@_client_options
+def device_enable(client: HubClient, out: Output, device_id: str) -> None:
+    """Allow a device to connect again."""
+    _set_state(client, out, device_id, "enable")
+
+
+@device.command("disable")
+@click.argument("device_id")
+@_client_options
+def device_disable(client: HubClient, out: Output, device_id: str) -> None:
+    """Refuse a device; its live connection is dropped."""
+    _set_state(client, out, device_id, "disable")
+
+
+@device.command("delete")
+@click.argument("device_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_client_options
+def device_delete(client: HubClient, out: Output, device_id: str, yes: bool) -> None:
+    """Delete a device; its live connection is dropped."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ClientUsageError("refusing to delete without --yes (no terminal to ask)")
+        click.confirm(f"Delete device {safe(device_id)}?", abort=True)
+    client.request("DELETE", _device_path(device_id))
+    if out.as_json:
+        out.json({"deleted": device_id})
+    else:
+        out.text(f"Deleted device {safe(device_id)}.")
+
+
+@device.command("connection-string")
+@click.argument("device_id")
+@click.option("--gateway", metavar="HOST", help="Add GatewayHostName=HOST (the host to dial).")
+@click.option("--key", "slot", type=click.Choice(_KEY_SLOTS), default="primary", show_default=True)
+@_client_options
+def device_connection_string(
+    client: HubClient, out: Output, device_id: str, gateway: str | None, slot: str
+) -> None:
+    """Print the device's connection string (recorded by the hub as a key disclosure)."""
+    answer = client.request(
+        "GET",
+        _device_path(device_id, "connection-string"),
+        query={"gateway": gateway, "key": slot},
+    )
+    if out.as_json:
+        out.json(answer)
+    else:
+        click.echo(safe(answer["connection_string"]))
+
+
+# --- certificate authorities -------------------------------------------------------------------
+
+
+@cli.group()
+def ca() -> None:
+    """CA certificates that sign x509-ca devices."""
+
+
+@ca.command("add")
+@click.argument("pem_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@_client_options
+def ca_add(client: HubClient, out: Output, pem_file: Path) -> None:
+    """Register the CA certificate in PEM_FILE."""
+    answer = client.request(
+        "POST", "/cas", json_body={"pem": _read_text_file(pem_file, "CA certificate")}
+    )
+    if out.as_json:
+        out.json(answer)
+    else:
+        out.text(f"Registered CA {safe(answer['subject'])}")
+        out.fields([("Fingerprint", answer["fingerprint"])])
+
+
+@ca.command("list")
+@_client_options
+def ca_list(client: HubClient, out: Output) -> None:
+    """List registered CA certificates."""
+    answer = client.request("GET", "/cas")
+    if out.as_json:
+        out.json(answer)
+    elif not answer["cas"]:
+        out.text("No CA certificates registered.")
+    else:
+        rows = [(c["fingerprint"], c["subject"], _when(c["created_at"])) for c in answer["cas"]]
+        out.table(("FINGERPRINT", "SUBJECT", "ADDED (UTC)"), rows)
+
+
+@ca.command("remove")
+@click.argument("fingerprint")
+@_client_options
+def ca_remove(client: HubClient, out: Output, fingerprint: str) -> None:
+    """Unregister a CA certificate."""
+    client.request("DELETE", "/cas/" + urllib.parse.quote(fingerprint, safe=""))
+    if out.as_json:
+        out.json({"removed": fingerprint})
+    else:
+        out.text(f"Removed CA {safe(fingerprint)}.")
+
+
+# --- messages and connections ------------------------------------------------------------------
+
+
+@cli.group()
+def messages() -> None:
+    """Messages committed to the hub's log."""
+
+
+def _payload_preview(message: dict[str, Any]) -> str:
+    text = message.get("payload_text")
+    preview = str(text) if text is not None else "base64:" + str(message["payload_base64"])
+    if len(preview) > _PAYLOAD_PREVIEW_CHARS:
+        preview = preview[: _PAYLOAD_PREVIEW_CHARS - 1] + "…"
+    return preview
+
+
+def _properties_preview(message: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(message["properties"].items()))
+
+
+def _message_row(m: dict[str, Any]) -> tuple[object, ...]:
+    return (
+        m["seq"],
+        _when(m["enqueued_at"]),
+        m["stream"],
+        m["device_id"] or "-",
+        _properties_preview(m),
+        _payload_preview(m),
+    )
+
+
+_MESSAGE_COLUMNS = ("SEQ", "TIME (UTC)", "STREAM", "DEVICE", "PROPERTIES", "PAYLOAD")
+
+
+@messages.command("list")
+@click.option("--device", "device_id", default=None, help="Only this device.")
+@click.option("--stream", type=click.Choice(_STREAMS), default=None, help="Only this stream.")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="After this sequence number.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@_client_options
+def messages_list(
+    *,
+    client: HubClient,
+    out: Output,
+    device_id: str | None,
+    stream: str | None,
+    after: int,
+    limit: int,
+) -> None:
+    """List committed messages after a sequence number."""
+    answer = client.request(
+        "GET",
+        "/messages",
+        query={"device": device_id, "stream": stream, "after": after, "limit": limit},
+    )
+    if out.as_json:
+        out.json(answer)
+    elif not answer["messages"]:
+        out.text("No messages.")
+    else:
+        out.table(_MESSAGE_COLUMNS, [_message_row(m) for m in answer["messages"]])
+
+
+@messages.command("tail")
+@click.option("--device", "device_id", default=None, help="Only this device.")
+@click.option("--stream", type=click.Choice(_STREAMS), default=None, help="Only this stream.")
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="Exit after this many messages."
+)
+@_client_options
+def messages_tail(
+    *,
+    client: HubClient,
+    out: Output,
+    device_id: str | None,
+    stream: str | None,
+    count: int | None,
+) -> None:
+    """Follow messages as they are committed (Ctrl-C to stop)."""
+    seen = 0
+    events = client.events("/messages/tail", query={"device": device_id, "stream": stream})
+    try:
+        for event in events:
+            if event.event == "lagged":
+                raise ClientError(
+                    "the tail fell behind and the hub closed it; continue with "
+                    "`ironhub messages list --after N` from the last sequence number shown"
+                )
+            if event.event == "closed":
+                raise ClientError("the hub closed the tail (shutting down)")
+            if event.event != "message":
+                continue
+            message = json.loads(event.data)
+            if out.as_json:
+                out.json_line(message)
+            else:
+                seq, when, stream_name, device, props, payload = _message_row(message)
+                out.text(
+                    Text(f"#{seq} ", style="bold"),
+                    f"{when} {stream_name} {safe(device)} ",
+                    Text(safe(props), style="cyan"),
+                    " ",
+                    safe(payload),
+                )
+            sys.stdout.flush()
+            seen += 1
+            if count is not None and seen >= count:
+                return
+    finally:
+        events.close()
+    raise ClientError("the hub ended the tail")
+
+
+@cli.command()
+@_client_options
+def connections(client: HubClient, out: Output) -> None:
+    """List live device connections."""
+    answer = client.request("GET", "/connections")
+    if out.as_json:
+        out.json(answer)
+    elif not answer["connections"]:
+        out.text("No live connections.")
+    else:
+        rows = [
+            (
+                c["device_id"],
+                c["peer"],
+                c["auth_kind"],
+                _when(c["connected_at"]),
+                c["keep_alive_seconds"],
+            )
+            for c in answer["connections"]
+        ]
+        out.table(("DEVICE", "PEER", "AUTH", "SINCE (UTC)", "KEEP-ALIVE (S)"), rows)

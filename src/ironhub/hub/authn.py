@@ -1,0 +1,189 @@
+"""Device authentication: SAS tokens and X.509 client certificates, exactly as Azure IoT Hub.
+
+The rules themselves are pure (:mod:`ironhub.codec.sas`, :mod:`ironhub.codec.azure`,
+:mod:`ironhub.pki`); this module orders them so that the cheap checks come first:
+
+1. the client id is a valid identity (else CONNACK 2);
+2. throttling per source address and per claimed identity, *before* any storage read or
+   cryptography (brute force costs the hub almost nothing once throttled);
+3. the username has the hub shape, names the same device, and one of our host names;
+4. the registry record exists and is enabled;
+5. the credential matches the device's auth kind: SAS signature with the primary or secondary
+   key, or the TLS client certificate chained to a registered CA (CN = device id) or matching a
+   registered thumbprint.
+
+Nothing about any session is read or changed here; the endpoint touches session state only
+after :meth:`Authenticator.authenticate` returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+
+from ironhub.codec import azure, sas
+from ironhub.codec.mqtt import Connect, ConnectReturnCode
+from ironhub.errors import (
+    AuthenticationError,
+    NotFoundError,
+    SealingError,
+    ThrottledError,
+    TrustError,
+    ValidationError,
+)
+from ironhub.hub.ratelimit import FailureWindow
+from ironhub.pki import (
+    parse_certificate_pem,
+    verify_ca_signed_device,
+    verify_thumbprint_device,
+)
+from ironhub.storage.interfaces import AuthKind, DeviceState
+
+if TYPE_CHECKING:
+    from ironhub.clock import Clock
+    from ironhub.config import HubConfig
+    from ironhub.registry.service import Registry
+
+__all__ = ["AuthRefused", "Authenticated", "Authenticator"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """A device that proved its identity.
+
+    Attributes:
+        device_id: the identity (equal to the MQTT client id).
+        auth_kind: how it proved it.
+        credential_slot: 0 primary / 1 secondary key or thumbprint; ``None`` for CA-signed.
+        expires_at: wall-clock deadline of the credential (SAS ``se``), or ``None``.
+    """
+
+    device_id: str
+    auth_kind: AuthKind
+    credential_slot: int | None
+    expires_at: float | None
+
+
+class AuthRefused(Exception):  # noqa: N818 - a refusal, not an error of ours
+    """Authentication failed; carries the CONNACK code to send and a machine reason."""
+
+    def __init__(self, return_code: ConnectReturnCode, reason: str) -> None:
+        super().__init__(reason)
+        self.return_code = return_code
+        self.reason = reason
+
+
+class Authenticator:
+    """Checks CONNECT credentials against the registry, with failure throttling."""
+
+    def __init__(self, registry: Registry, config: HubConfig, clock: Clock) -> None:
+        self._registry = registry
+        self._clock = clock
+        self._hostnames = {h.lower() for h in config.hostnames}
+        limits = config.limits
+        self._by_source = FailureWindow(limits.auth_failures_per_source_per_minute)
+        self._by_identity = FailureWindow(limits.auth_failures_per_identity_per_minute)
+
+    async def authenticate(
+        self, connect: Connect, *, peer_host: str, peer_certificate_der: bytes | None
+    ) -> Authenticated:
+        """Authenticate one CONNECT.
+
+        Raises:
+            AuthRefused: with the CONNACK return code and the reason; the failure has been
+                counted for throttling.
+        """
+        client_id = connect.client_id
+        try:
+            azure.validate_identity(client_id)
+        except ValidationError:
+            # Wildcards, '/', control characters, empty ids: refused before anything else
+            # (CVE-2017-7650 class). Module identities arrive with the next issue.
+            self._count_failure(peer_host, None)
+            raise AuthRefused(ConnectReturnCode.IDENTIFIER_REJECTED, "invalid-client-id") from None
+
+        now = self._clock.monotonic()
+        try:
+            self._by_source.check(peer_host, now)
+            self._by_identity.check(client_id, now)
+        except ThrottledError:
+            raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, "throttled") from None
+
+        try:
+            result = await self._check(connect, peer_certificate_der)
+        except AuthenticationError as exc:
+            self._count_failure(peer_host, client_id)
+            raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, exc.reason) from None
+        return result
+
+    def _count_failure(self, peer_host: str, client_id: str | None) -> None:
+        now = self._clock.monotonic()
+        self._by_source.record(peer_host, now)
+        if client_id is not None:
+            self._by_identity.record(client_id, now)
+
+    async def _check(self, connect: Connect, peer_certificate_der: bytes | None) -> Authenticated:
+        if connect.username is None:
+            raise AuthenticationError("missing-username")
+        if azure.is_dps_username(connect.username):
+            raise AuthenticationError("provisioning-not-enabled")
+        username = azure.parse_hub_username(connect.username)
+        if username.device_id != connect.client_id or username.module_id is not None:
+            raise AuthenticationError("username-mismatch")
+        if username.hostname.lower() not in self._hostnames:
+            raise AuthenticationError("wrong-hostname")
+
+        try:
+            record = await self._registry.get_device(connect.client_id)
+        except NotFoundError:
+            raise AuthenticationError("unknown-device") from None
+        if record.state is not DeviceState.ENABLED:
+            raise AuthenticationError("disabled")
+
+        if connect.password is not None:
+            if record.auth_kind is not AuthKind.SAS:
+                raise AuthenticationError("wrong-auth-kind")
+            token = sas.parse_sas_token(connect.password)
+            try:
+                keys = self._registry.unseal_keys(record)
+            except SealingError:
+                # Fail closed: a key we cannot open never authenticates anyone.
+                logger.exception("cannot unseal keys client_id=%s", connect.client_id)
+                raise AuthenticationError("key-unavailable") from None
+            slot = sas.verify_sas_token(
+                token,
+                expected_uri=sas.resource_uri_for(username.hostname, connect.client_id),
+                keys=keys,
+                now=self._clock.time(),
+            )
+            return Authenticated(record.device_id, record.auth_kind, slot, float(token.se))
+
+        if peer_certificate_der is None:
+            raise AuthenticationError("no-credential")
+        try:
+            leaf = x509.load_der_x509_certificate(peer_certificate_der)
+        except ValueError:
+            raise AuthenticationError("bad-certificate") from None
+        now = datetime.fromtimestamp(self._clock.time(), tz=UTC)
+        try:
+            if record.auth_kind is AuthKind.X509_CA:
+                cas = [parse_certificate_pem(c.pem) for c in await self._registry.list_cas()]
+                device_id = verify_ca_signed_device(leaf, trusted_cas=cas, now=now)
+                if device_id != record.device_id:
+                    raise AuthenticationError("certificate-identity-mismatch")
+                return Authenticated(record.device_id, record.auth_kind, None, None)
+            if record.auth_kind is AuthKind.X509_THUMBPRINT:
+                thumbprints = [
+                    t for t in (record.primary_thumbprint, record.secondary_thumbprint) if t
+                ]
+                slot = verify_thumbprint_device(leaf, thumbprints=thumbprints, now=now)
+                return Authenticated(record.device_id, record.auth_kind, slot, None)
+        except TrustError as exc:
+            raise AuthenticationError("certificate-refused", str(exc)) from None
+        raise AuthenticationError("wrong-auth-kind")

@@ -1,0 +1,806 @@
+"""The device endpoint: accepts TLS connections and runs one MQTT 3.1.1 session per device.
+
+Theory of operation, one connection::
+
+    TCP accepted ──(pre-auth caps per source and in total)──▶ TLS handshake (deadline)
+        ──▶ AWAIT_CONNECT (CONNECT deadline; tiny packet cap in the codec)
+        ──CONNECT──▶ reading paused, authenticate (throttled, see authn)
+            ├─ refused ──▶ CONNACK 2/3/5, security event, close
+            └─ accepted ──▶ older connection of the same identity closed ("takeover"),
+                            CONNACK 0, keep-alive and credential deadlines armed ──▶ CONNECTED
+
+    CONNECTED: PUBLISH ──authz──▶ log.append (group commit) ──committed──▶ PUBACK, in order
+               SUBSCRIBE ──authz per filter──▶ SUBACK, or close on any forbidden filter
+               PINGREQ ──▶ PINGRESP;  DISCONNECT / idle 1.5 × keep-alive / token expiry /
+               device disabled or deleted / protocol error ──▶ close
+
+Data flows one way (ARCHITECTURE.md): this endpoint only appends to the message log; it never
+awaits storage per message. A QoS 1 PUBACK is written only after the commit of the transaction
+holding that message; if a commit fails, the connection closes without acknowledging, and the
+device re-sends. Backpressure instead of loss: when too many publishes await their commit, or a
+device exceeds its message rate, the endpoint stops reading that socket for a while.
+
+Only the per-connection boundary (:meth:`_Connection.data_received` and the authentication
+task) catches broad exceptions: it logs, counts, records a security event and closes that one
+connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ironhub.codec import azure
+from ironhub.codec.mqtt import (
+    SUBACK_FAILURE,
+    ConnAck,
+    Connect,
+    ConnectReturnCode,
+    Disconnect,
+    MQTTConnection,
+    MQTTLimits,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    Publish,
+    Role,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from ironhub.errors import (
+    AuthorizationError,
+    RemoteProtocolError,
+    StorageError,
+    ThrottledError,
+    ValidationError,
+)
+from ironhub.hub.authn import Authenticated, Authenticator, AuthRefused
+from ironhub.hub.ratelimit import KeyedTokenBuckets, TokenBucket
+from ironhub.registry.service import KEY_SLOTS
+from ironhub.services import ConnectionInfo
+from ironhub.storage.interfaces import LogEntry, Stream
+
+if TYPE_CHECKING:
+    from ironhub.registry.service import DeviceChange
+    from ironhub.services import Services
+
+__all__ = ["DeviceEndpoint", "EndpointStatistics"]
+
+logger = logging.getLogger(__name__)
+
+#: Security events recorded per source address: a burst, then one per second. A flood of
+#: failed handshakes must not turn into a flood of log writes.
+_EVENTS_PER_SOURCE_PER_SECOND = 1.0
+_EVENT_BURST_PER_SOURCE = 20
+#: Longest client id kept in a security event (the value is attacker-chosen).
+_MAX_RECORDED_ID_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatistics:
+    """A snapshot of the endpoint's counters."""
+
+    preauth_connections: int
+    connections: int
+    accepted_total: int
+    refused_total: int
+    security_events_suppressed: int
+
+
+def _puback(packet_id: int) -> bytes:
+    # PUBACK [MQTT-3.4]: fixed header 0x40, remaining length 2, packet identifier. Written
+    # directly because it is the hot path; the codec's own encoder is tested to agree.
+    return b"\x40\x02" + packet_id.to_bytes(2, "big")
+
+
+def _digest(topic: str, payload: bytes) -> bytes:
+    return hashlib.blake2b(topic.encode() + b"\x00" + payload, digest_size=16).digest()
+
+
+class DeviceEndpoint:
+    """The TLS listener and every live device session of one hub process."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        ssl_context: Callable[[], ssl.SSLContext],
+    ) -> None:
+        self._services = services
+        self._config = services.config.mqtt
+        self._clock = services.clock
+        self._metrics = services.metrics
+        self._ssl_context = ssl_context
+        self._authenticator = Authenticator(services.registry, services.config, services.clock)
+        self._limits = MQTTLimits(
+            max_connect_packet_bytes=self._config.max_connect_packet_bytes,
+            max_packet_bytes=self._config.max_packet_bytes,
+        )
+        limits = services.config.limits
+        self._message_rate = (limits.device_messages_per_second, limits.device_message_burst)
+        self._device_buckets: dict[str, TokenBucket] = {}
+        self._event_buckets = KeyedTokenBuckets(
+            _EVENTS_PER_SOURCE_PER_SECOND, _EVENT_BURST_PER_SOURCE
+        )
+        self._connection_buckets = KeyedTokenBuckets(
+            limits.connections_per_source_per_second,
+            max(1.0, limits.connections_per_source_per_second),
+        )
+        self._server: asyncio.Server | None = None
+        self._all: set[_Connection] = set()
+        self._preauth_by_source: dict[str, int] = {}
+        self._preauth_total = 0
+        self._live: dict[str, _Connection] = {}
+        self._accepted_total = 0
+        self._refused_total = 0
+        self._events_suppressed = 0
+        services.registry.add_listener(self._on_device_change)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start listening on the configured address.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self),
+            self._config.host,
+            self._config.port,
+            backlog=1024,
+            reuse_address=True,
+        )
+        logger.info("device endpoint listening host=%s port=%d", *self.address)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port (the port is the real one when 0 was configured)."""
+        assert self._server is not None
+        sockname = self._server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection and wait for them to go."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._all):
+            conn.close("shutdown")
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def connections(self) -> list[ConnectionInfo]:
+        """The live authenticated connections."""
+        return [c.info() for c in self._live.values() if c.auth is not None]
+
+    def statistics(self) -> EndpointStatistics:
+        """Counters for tests and ``/metrics``."""
+        return EndpointStatistics(
+            preauth_connections=self._preauth_total,
+            connections=len(self._live),
+            accepted_total=self._accepted_total,
+            refused_total=self._refused_total,
+            security_events_suppressed=self._events_suppressed,
+        )
+
+    # --- used by connections --------------------------------------------------------------
+    def admit(self, conn: _Connection) -> str | None:
+        """Count a new TCP connection; return a refusal reason if a cap is reached."""
+        host = conn.peer_host
+        try:
+            self._connection_buckets.check(host, self._clock.monotonic())
+        except ThrottledError:
+            return "connection-rate"
+        if self._preauth_total >= self._config.max_preauth_connections:
+            return "preauth-cap"
+        if self._preauth_by_source.get(host, 0) >= self._config.max_preauth_connections_per_source:
+            return "preauth-cap-per-source"
+        self._all.add(conn)
+        self._preauth_total += 1
+        self._preauth_by_source[host] = self._preauth_by_source.get(host, 0) + 1
+        self._metrics.preauth_connections.set(self._preauth_total)
+        return None
+
+    def leave_preauth(self, conn: _Connection) -> None:
+        """The connection finished authentication, or closed before it."""
+        host = conn.peer_host
+        self._preauth_total -= 1
+        left = self._preauth_by_source.get(host, 1) - 1
+        if left > 0:
+            self._preauth_by_source[host] = left
+        else:
+            self._preauth_by_source.pop(host, None)
+        self._metrics.preauth_connections.set(self._preauth_total)
+
+    def forget(self, conn: _Connection) -> None:
+        """The connection is gone."""
+        self._all.discard(conn)
+        if conn.auth is not None and self._live.get(conn.auth.device_id) is conn:
+            del self._live[conn.auth.device_id]
+            self._metrics.connections.set(len(self._live))
+
+    def register(self, conn: _Connection, auth: Authenticated) -> bool:
+        """Make ``conn`` the one live connection of its identity (closing an older one).
+
+        Returns:
+            ``False`` if the global connection cap is reached (CONNACK 3).
+        """
+        old = self._live.get(auth.device_id)
+        if old is None and len(self._live) >= self._config.max_connections:
+            return False
+        if old is not None:
+            # One live connection per identity [MQTT-3.1.4-2]; the newest wins.
+            self.lifecycle_event(
+                auth.device_id,
+                "takeover",
+                old_peer=old.peer,
+                new_peer=conn.peer,
+            )
+            old.close("takeover")
+        self._live[auth.device_id] = conn
+        self._accepted_total += 1
+        self._metrics.connects_total.inc()
+        self._metrics.connections.set(len(self._live))
+        return True
+
+    def message_bucket(self, device_id: str) -> TokenBucket:
+        """The device's telemetry token bucket (kept across reconnects)."""
+        bucket = self._device_buckets.get(device_id)
+        if bucket is None:
+            rate, burst = self._message_rate
+            bucket = TokenBucket.full(rate, burst, self._clock.monotonic())
+            self._device_buckets[device_id] = bucket
+        return bucket
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """The credential checker."""
+        return self._authenticator
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for a new connection (rebuilt when client trust changes)."""
+        return self._ssl_context()
+
+    def _append(self, entry: LogEntry) -> None:
+        future = self._services.log.append(entry)
+        future.add_done_callback(_log_append_failure)
+
+    def security_event(
+        self, peer_host: str, event: str, *, device_id: str | None = None, **fields: str
+    ) -> None:
+        """Record a security event in the log, rate-limited per source address."""
+        self._refused_total += 1
+        try:
+            self._event_buckets.check(peer_host, self._clock.monotonic())
+        except ThrottledError:
+            self._events_suppressed += 1
+            return
+        props = [("event", event), ("peer", peer_host)]
+        props.extend(fields.items())
+        logger.info("security event=%s peer=%s device_id=%s %s", event, peer_host, device_id, fields)
+        self._append(
+            LogEntry(
+                stream=Stream.SECURITY,
+                device_id=device_id,
+                enqueued_at=self._clock.time(),
+                payload=b"",
+                properties=tuple(props),
+            )
+        )
+
+    def lifecycle_event(self, device_id: str, event: str, **fields: str) -> None:
+        """Record a connection lifecycle event in the log."""
+        logger.info("lifecycle event=%s device_id=%s %s", event, device_id, fields)
+        self._append(
+            LogEntry(
+                stream=Stream.LIFECYCLE,
+                device_id=device_id,
+                enqueued_at=self._clock.time(),
+                payload=b"",
+                properties=(("event", event), *fields.items()),
+            )
+        )
+
+    def append_message(self, entry: LogEntry, *, dup: bool) -> asyncio.Future[int]:
+        """Append a device message to the log (group commit)."""
+        return self._services.log.append(entry, dup=dup)
+
+    def count_message(self, stream: Stream) -> None:
+        """Count one accepted device message."""
+        self._metrics.messages_total.labels(stream.value).inc()
+
+    def count_refused(self, reason: str) -> None:
+        """Count one refused publish."""
+        self._metrics.messages_refused_total.labels(reason).inc()
+
+    def count_auth_failure(self, reason: str) -> None:
+        """Count one refused authentication."""
+        self._metrics.auth_failures_total.labels(reason).inc()
+
+    def count_protocol_error(self) -> None:
+        """Count one connection closed for a protocol error."""
+        self._metrics.protocol_errors_total.inc()
+
+    def _on_device_change(self, change: DeviceChange) -> None:
+        conn = self._live.get(change.device_id)
+        if conn is None or conn.auth is None:
+            return
+        if change.reason in ("disabled", "deleted"):
+            conn.close(f"device-{change.reason}")
+        elif change.reason == "key-rotated" and (
+            change.slot is None
+            or conn.auth.credential_slot is None
+            or change.slot == KEY_SLOTS[conn.auth.credential_slot]
+        ):
+            # Rotating the key the connection authenticated with invalidates it; rotating
+            # the other key must not disturb the device (rotation without downtime).
+            conn.close("key-rotated")
+
+    @property
+    def mqtt_config(self) -> MQTTLimits:
+        """The codec limits for new connections."""
+        return self._limits
+
+
+def _log_append_failure(future: asyncio.Future[int]) -> None:
+    # Events are best effort for the connection, but a failure must never be silent.
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        logger.error("could not record an event in the log: %s", exc)
+
+
+class _Connection(asyncio.Protocol):
+    """One device connection: TCP accept, TLS, MQTT session."""
+
+    def __init__(self, endpoint: DeviceEndpoint) -> None:
+        self._endpoint = endpoint
+        self._loop = asyncio.get_running_loop()
+        self._config = endpoint._config  # noqa: SLF001 - one package
+        self._tcp: asyncio.Transport | None = None
+        self._transport: asyncio.Transport | None = None
+        self._codec = MQTTConnection(Role.SERVER, endpoint.mqtt_config)
+        self.peer = "unknown"
+        self.peer_host = "unknown"
+        self.auth: Authenticated | None = None
+        self._connect: Connect | None = None
+        self._preauth = False
+        self._closed = False
+        self._paused: set[str] = set()
+        self._pending: deque[tuple[int, asyncio.Future[int]]] = deque()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._keep_alive = 0.0
+        self._last_rx = 0.0
+        self._connected_at = 0.0
+        self._subscriptions: set[str] = set()
+        self._topic_cache: dict[str, azure.DevicePublish] = {}
+        self._bucket: TokenBucket | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._early: list[bytes] = []
+
+    # --- TCP and TLS ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self._tcp is not None:
+            return  # start_tls does not call this again, but be safe.
+        self._tcp = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer_host = str(peer[0])
+            self.peer = f"{peer[0]}:{peer[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # TLS 1.3 connects stall ~44 ms without it (ARCHITECTURE.md).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        refusal = self._endpoint.admit(self)
+        if refusal is not None:
+            self._endpoint.security_event(self.peer_host, "connection-refused", reason=refusal)
+            self._closed = True
+            transport.abort()
+            return
+        self._preauth = True
+        self._arm(self._config.connect_timeout_seconds, self._connect_deadline)
+        self._spawn(self._start_tls(transport))
+
+    async def _start_tls(self, transport: asyncio.Transport) -> None:
+        try:
+            tls = await self._loop.start_tls(
+                transport,
+                self,
+                self._endpoint.ssl_context(),
+                server_side=True,
+                ssl_handshake_timeout=self._config.tls_handshake_timeout_seconds,
+            )
+        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+            if not self._closed:
+                self._endpoint.security_event(
+                    self.peer_host, "tls-handshake-failed", reason=type(exc).__name__
+                )
+            self._teardown("tls-handshake-failed")
+            transport.abort()
+            return
+        if self._closed or tls is None:
+            if tls is not None:
+                tls.abort()
+            return
+        self._transport = tls
+        self._last_rx = self._loop.time()
+        # The TLS layer may hand over application data before start_tls() returned to us.
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        # Per-connection boundary: whatever goes wrong in here closes this connection only.
+        if self._transport is None:
+            self._early.append(data)
+            return
+        try:
+            self._last_rx = self._loop.time()
+            self._process(self._codec.receive_data(data))
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+        except Exception:
+            logger.exception("internal error peer=%s", self.peer)
+            self._endpoint.security_event(self.peer_host, "internal-error", device_id=self._id())
+            self.close("internal-error")
+
+    def eof_received(self) -> bool | None:
+        self.close("eof")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._teardown("connection-lost" if exc else "closed")
+
+    def pause_writing(self) -> None:
+        # The peer does not read what we send; it gets a bounded buffer, then the door.
+        transport = self._transport
+        if (
+            transport is not None
+            and transport.get_write_buffer_size() > self._config.max_outbound_buffer_bytes
+        ):
+            self._endpoint.security_event(self.peer_host, "slow-consumer", device_id=self._id())
+            self.close("slow-consumer", abort=True)
+
+    # --- MQTT -----------------------------------------------------------------------------
+    def _process(self, packets: list[Packet]) -> None:
+        for packet in packets:
+            if self._closed:
+                return
+            match packet:
+                case Publish():
+                    self._on_publish(packet)
+                case Connect():
+                    self._on_connect(packet)
+                case PingReq():
+                    self._write(self._codec.send(PingResp()))
+                case Subscribe():
+                    self._on_subscribe(packet)
+                case Unsubscribe():
+                    for topic_filter in packet.topic_filters:
+                        self._subscriptions.discard(topic_filter)
+                    self._write(self._codec.send(UnsubAck(packet.packet_id)))
+                case PubAck():
+                    pass  # Cloud-to-device deliveries arrive with the next issue.
+                case Disconnect():
+                    self.close("disconnect")
+                case _:
+                    # QoS 2 flows: IoT Hub closes the connection on QoS 2 (azure-iot-mqtt §9).
+                    self._endpoint.security_event(
+                        self.peer_host,
+                        "protocol-refused",
+                        device_id=self._id(),
+                        reason=f"unsupported-{type(packet).__name__.lower()}",
+                    )
+                    self.close("unsupported-packet")
+
+    def _on_connect(self, connect: Connect) -> None:
+        self._connect = connect
+        self._pause("auth")
+        self._spawn(self._authenticate(connect))
+
+    async def _authenticate(self, connect: Connect) -> None:
+        endpoint = self._endpoint
+        transport = self._transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        claimed = connect.client_id[:_MAX_RECORDED_ID_CHARS]
+        try:
+            if connect.will is not None:
+                # Azure devices never send a will; refusing it keeps will topics out of the
+                # authorisation surface until wills are supported (docs/adr/0004).
+                raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, "will-not-supported")
+            auth = await endpoint.authenticator.authenticate(
+                connect, peer_host=self.peer_host, peer_certificate_der=cert
+            )
+        except AuthRefused as refused:
+            endpoint.count_auth_failure(refused.reason)
+            endpoint.security_event(
+                self.peer_host, "auth-failed", reason=refused.reason, client_id=claimed
+            )
+            self._refuse(refused.return_code)
+            return
+        except StorageError:
+            logger.exception("registry unavailable during authentication peer=%s", self.peer)
+            endpoint.security_event(self.peer_host, "auth-failed", reason="storage-unavailable")
+            self._refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            return
+        if self._closed:
+            return
+        if not endpoint.register(self, auth):
+            endpoint.security_event(self.peer_host, "connection-refused", reason="connection-cap")
+            self._refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            return
+        self.auth = auth
+        self._leave_preauth()
+        self._connected_at = endpoint._clock.time()  # noqa: SLF001 - one package
+        self._bucket = endpoint.message_bucket(auth.device_id)
+        self._write(self._codec.send(ConnAck(ConnectReturnCode.ACCEPTED, session_present=False)))
+        self._arm_keep_alive(connect.keep_alive_seconds)
+        if auth.expires_at is not None:
+            # The SAS expiry is also a deadline for the live connection (azure-iot-mqtt §2.3);
+            # the SDK reconnects with a fresh token two minutes before it.
+            remaining = auth.expires_at - endpoint._clock.time()  # noqa: SLF001
+            self._arm(max(0.0, remaining), self._credential_expired)
+        endpoint.lifecycle_event(
+            auth.device_id,
+            "connected",
+            peer=self.peer,
+            auth_kind=auth.auth_kind.value,
+            keep_alive=str(int(self._keep_alive)),
+        )
+        self._resume("auth")
+        # Packets that arrived behind the CONNECT were held by the codec until CONNACK 0
+        # [MQTT-3.1.4-5]; process them now.
+        try:
+            self._process(self._codec.receive_data(b""))
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+
+    def _refuse(self, code: ConnectReturnCode) -> None:
+        if not self._closed and self._transport is not None:
+            self._write(self._codec.send(ConnAck(code)))
+        self.close("refused")
+
+    def _on_publish(self, publish: Publish) -> None:
+        auth = self.auth
+        assert auth is not None  # The codec yields PUBLISH only after CONNACK 0.
+        if publish.qos == 2:
+            self._endpoint.security_event(
+                self.peer_host, "protocol-refused", device_id=auth.device_id, reason="qos2"
+            )
+            self.close("qos2-unsupported")
+            return
+        classified = self._topic_cache.get(publish.topic)
+        if classified is None:
+            try:
+                classified = azure.classify_device_publish(publish.topic, device_id=auth.device_id)
+            except (AuthorizationError, ValidationError) as exc:
+                self._endpoint.count_refused("forbidden-topic")
+                self._endpoint.security_event(
+                    self.peer_host,
+                    "publish-denied",
+                    device_id=auth.device_id,
+                    reason=type(exc).__name__,
+                    topic=publish.topic[:256],
+                )
+                self.close("publish-denied")
+                return
+            if len(self._topic_cache) < 64:
+                self._topic_cache[publish.topic] = classified
+        if len(publish.payload) + len(publish.topic) > self._config.max_message_bytes:
+            self._endpoint.count_refused("too-large")
+            self._endpoint.security_event(
+                self.peer_host, "publish-denied", device_id=auth.device_id, reason="too-large"
+            )
+            self.close("message-too-large")
+            return
+        properties = classified.properties
+        if publish.retain:
+            properties = (*properties, ("mqtt-retain", "true"))
+        stream = Stream.SECURITY if azure.is_security_message(properties) else Stream.TELEMETRY
+        qos1 = publish.qos == 1
+        entry = LogEntry(
+            stream=stream,
+            device_id=auth.device_id,
+            enqueued_at=self._endpoint._clock.time(),  # noqa: SLF001
+            payload=publish.payload,
+            properties=properties,
+            packet_id=publish.packet_id if qos1 else None,
+            digest=_digest(publish.topic, publish.payload) if qos1 else None,
+        )
+        future = self._endpoint.append_message(entry, dup=publish.dup and qos1)
+        self._endpoint.count_message(stream)
+        if qos1:
+            assert publish.packet_id is not None
+            self._pending.append((publish.packet_id, future))
+            future.add_done_callback(self._on_committed)
+            if len(self._pending) >= self._config.max_inflight_messages:
+                self._pause("inflight")
+        else:
+            future.add_done_callback(_log_append_failure)
+        assert self._bucket is not None
+        wait = self._bucket.try_take(self._loop_now())
+        if wait:
+            # Over the device's rate: stop reading rather than drop (ARCHITECTURE.md).
+            self._pause("rate")
+            self._arm(min(wait, 5.0), lambda: self._resume("rate"))
+
+    def _loop_now(self) -> float:
+        return self._endpoint._clock.monotonic()  # noqa: SLF001
+
+    def _on_committed(self, _future: asyncio.Future[int]) -> None:
+        # Futures resolve in commit order; acknowledge every finished head entry, in order
+        # [MQTT-4.6.0-2], in one write.
+        out = bytearray()
+        pending = self._pending
+        while pending and pending[0][1].done():
+            packet_id, future = pending.popleft()
+            if future.cancelled() or future.exception() is not None:
+                # Not durable: never acknowledge. The device will re-send after reconnect.
+                logger.error("commit failed; closing without PUBACK device_id=%s", self._id())
+                self.close("storage-failure")
+                return
+            out += _puback(packet_id)
+        if out:
+            self._write(bytes(out))
+        if "inflight" in self._paused and len(pending) < self._config.max_inflight_messages // 2:
+            self._resume("inflight")
+
+    def _on_subscribe(self, subscribe: Subscribe) -> None:
+        auth = self.auth
+        assert auth is not None
+        codes: list[int] = []
+        for topic_filter, qos in subscribe.requests:
+            try:
+                azure.check_device_subscribe(topic_filter, device_id=auth.device_id)
+            except (AuthorizationError, ValidationError):
+                codes.append(SUBACK_FAILURE)
+                self._endpoint.security_event(
+                    self.peer_host,
+                    "subscribe-denied",
+                    device_id=auth.device_id,
+                    topic_filter=topic_filter[:256],
+                )
+            else:
+                self._subscriptions.add(topic_filter)
+                codes.append(min(qos, 1))
+        if SUBACK_FAILURE in codes:
+            # The Azure SDK ignores SUBACK failures, so a refusal alone would go unnoticed;
+            # closing makes the violation visible (issue 2).
+            self.close("subscribe-denied")
+            return
+        self._write(self._codec.send(SubAck(subscribe.packet_id, tuple(codes))))
+
+    # --- timers ---------------------------------------------------------------------------
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._timers.append(self._loop.call_later(delay, callback))
+
+    def _arm_keep_alive(self, requested: int) -> None:
+        maximum = self._config.max_keepalive_seconds
+        # Keep-alive 0 would mean "never idle"; with a maximum configured it is clamped to the
+        # maximum instead (SlowITe, CVE-2020-13849).
+        self._keep_alive = float(min(requested, maximum) if requested > 0 else maximum)
+        self._idle_timer = self._loop.call_later(self._keep_alive * 1.5, self._check_idle)
+
+    def _check_idle(self) -> None:
+        # Rescheduled lazily instead of on every packet: the hot path only stores a time.
+        limit = self._keep_alive * 1.5
+        idle = self._loop.time() - self._last_rx
+        if idle >= limit:
+            self.close("keep-alive-timeout")
+            return
+        self._idle_timer = self._loop.call_later(limit - idle, self._check_idle)
+
+    def _connect_deadline(self) -> None:
+        if self.auth is None and not self._closed:
+            self._endpoint.security_event(self.peer_host, "connect-timeout")
+            self.close("connect-timeout", abort=True)
+
+    def _credential_expired(self) -> None:
+        self.close("credential-expired")
+
+    # --- helpers --------------------------------------------------------------------------
+    def _id(self) -> str | None:
+        return self.auth.device_id if self.auth is not None else None
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = self._loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        # Supervision: a task's failure is never silent and closes its connection only.
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            logger.error("connection task failed peer=%s", self.peer, exc_info=exc)
+            self._endpoint.security_event(self.peer_host, "internal-error", device_id=self._id())
+            self.close("internal-error")
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused and self._transport is not None:
+            self._transport.pause_reading()
+        self._paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._paused:
+            return
+        self._paused.discard(reason)
+        if not self._paused and self._transport is not None and not self._closed:
+            self._transport.resume_reading()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.write(data)
+
+    def _protocol_error(self, exc: RemoteProtocolError) -> None:
+        self._endpoint.count_protocol_error()
+        self._endpoint.security_event(
+            self.peer_host, "protocol-error", device_id=self._id(), reason=str(exc)[:200]
+        )
+        if exc.connack_code is not None and self.auth is None and self._transport is not None:
+            self._transport.write(self._codec_connack(exc.connack_code))
+        self.close("protocol-error")
+
+    @staticmethod
+    def _codec_connack(code: int) -> bytes:
+        # The codec is closed after a RemoteProtocolError, so encode the refusal statelessly.
+        from ironhub.codec.mqtt import encode_packet  # noqa: PLC0415 - cold path
+
+        return encode_packet(ConnAck(ConnectReturnCode(code)))
+
+    def _leave_preauth(self) -> None:
+        if self._preauth:
+            self._preauth = False
+            self._endpoint.leave_preauth(self)
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        """Close the connection (idempotent); pending unacknowledged publishes stay unacked."""
+        if self._closed:
+            return
+        self._closed = True
+        transport = self._transport or self._tcp
+        if transport is not None:
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+        self._teardown(reason)
+
+    def _teardown(self, reason: str) -> None:
+        self._closed = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._leave_preauth()
+        if self.auth is not None and self._endpoint._live.get(self.auth.device_id) is self:  # noqa: SLF001
+            self._endpoint.lifecycle_event(
+                self.auth.device_id, "disconnected", peer=self.peer, reason=reason
+            )
+        self._endpoint.forget(self)
+
+    def info(self) -> ConnectionInfo:
+        """A description of this connection for the API."""
+        assert self.auth is not None
+        return ConnectionInfo(
+            device_id=self.auth.device_id,
+            peer=self.peer,
+            auth_kind=self.auth.auth_kind.value,
+            connected_at=self._connected_at,
+            keep_alive_seconds=int(self._keep_alive),
+        )

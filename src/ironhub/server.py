@@ -1,0 +1,429 @@
+"""The composition root: creates the data directory's trust material and runs one hub process.
+
+Data directory layout (created on first start, directory 0700, secrets 0600)::
+
+    ca.key / ca.pem          the hub CA (EC P-256) that signs the server certificate
+    server.key / server.pem  the TLS server certificate (SANs: host names, localhost, 127.0.0.1)
+                             followed by the CA certificate (the chain the listeners present)
+    kek.key                  the key-encryption key sealing every device key at rest (AES-GCM)
+    ironhub.db               SQLite (WAL): registry, operator tokens, message log
+    ironhub.toml             optional configuration (see :mod:`ironhub.config`)
+
+A half-made directory (some of these files missing) is refused rather than silently completed:
+missing trust material must never be replaced by new keys behind the operator's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import logging
+import os
+import signal
+import ssl
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from cryptography import x509
+
+from ironhub import pki
+from ironhub.access.tokens import TokenService
+from ironhub.api.app import create_app
+from ironhub.clock import SYSTEM_CLOCK, Clock
+from ironhub.config import HubConfig
+from ironhub.errors import ConfigError, IronhubError
+from ironhub.hub.endpoint import DeviceEndpoint
+from ironhub.hub.tls import ServerTLSFiles, build_server_context
+from ironhub.metrics import Metrics
+from ironhub.registry.sealing import KEK_BYTES, generate_kek
+from ironhub.registry.service import Registry
+from ironhub.services import Services
+from ironhub.storage.interfaces import AuthKind
+from ironhub.storage.sqlite import SQLiteStorage
+from ironhub.streams.log import MessageLog
+
+__all__ = ["DataFiles", "InitResult", "RunningHub", "ServeInfo", "init_hub", "serve", "start_hub"]
+
+logger = logging.getLogger(__name__)
+
+#: The server certificate is re-issued when it expires within this many days.
+_SERVER_CERT_RENEW_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class DataFiles:
+    """Paths inside a data directory."""
+
+    root: Path
+
+    @property
+    def ca_key(self) -> Path:
+        """The hub CA private key."""
+        return self.root / "ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The hub CA certificate (give it to devices and CLI users)."""
+        return self.root / "ca.pem"
+
+    @property
+    def server_key(self) -> Path:
+        """The TLS server private key."""
+        return self.root / "server.key"
+
+    @property
+    def server_cert(self) -> Path:
+        """The TLS server certificate chain."""
+        return self.root / "server.pem"
+
+    @property
+    def kek(self) -> Path:
+        """The key-encryption key."""
+        return self.root / "kek.key"
+
+    @property
+    def database(self) -> Path:
+        """The SQLite database."""
+        return self.root / "ironhub.db"
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    """What ``ironhub init`` reports."""
+
+    created: bool
+    data_dir: Path
+    hostname: str
+    ca_path: Path
+    first_admin_token: str | None
+    mqtt: str
+    api_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServeInfo:
+    """What ``ironhub serve`` prints once the hub accepts connections."""
+
+    hostname: str
+    ca_path: Path
+    mqtt: str
+    api_url: str
+    first_admin_token: str | None
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    tmp.replace(path)
+
+
+def _check_secret_file(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: must not be accessible by group or others (chmod 600)")
+    return path.read_bytes()
+
+
+def _url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
+def _server_cert_covers(cert: x509.Certificate, hostnames: tuple[str, ...], now: dt.datetime) -> bool:
+    if cert.not_valid_after_utc - now < dt.timedelta(days=_SERVER_CERT_RENEW_DAYS):
+        return False
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    names = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+    names |= {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+    return all(h.lower() in names for h in hostnames)
+
+
+def ensure_trust_material(
+    data_dir: Path, hostnames: tuple[str, ...], *, clock: Clock = SYSTEM_CLOCK
+) -> bool:
+    """Create the CA, server certificate and KEK on first start; renew the server certificate.
+
+    Returns:
+        ``True`` if the directory was new.
+
+    Raises:
+        ConfigError: the directory is half-made or its secrets are readable by others.
+    """
+    files = DataFiles(data_dir)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    core = (files.ca_key, files.ca_cert, files.kek)
+    present = [p.exists() for p in core]
+    now = dt.datetime.fromtimestamp(clock.time(), tz=dt.UTC)
+    created = False
+    if not any(present):
+        if files.database.exists():
+            raise ConfigError(
+                f"{data_dir}: a database exists but the CA and key-encryption key are missing; "
+                "refusing to create new keys for existing devices"
+            )
+        ca_key, ca_cert = pki.create_ca("ironhub hub CA", now=now)
+        _write_secret(files.ca_key, pki.private_key_pem(ca_key))
+        _write_public(files.ca_cert, pki.certificate_pem(ca_cert))
+        _write_secret(files.kek, generate_kek())
+        created = True
+        logger.info("created hub CA and key-encryption key data_dir=%s", data_dir)
+    elif not all(present):
+        missing = ", ".join(p.name for p, ok in zip(core, present, strict=True) if not ok)
+        raise ConfigError(f"{data_dir}: incomplete data directory, missing {missing}")
+
+    kek = _check_secret_file(files.kek)
+    if len(kek) != KEK_BYTES:
+        raise ConfigError(f"{files.kek}: not a {KEK_BYTES}-byte key")
+    ca_key_loaded = pki.load_private_key_pem(_check_secret_file(files.ca_key))
+    ca_cert_loaded = pki.parse_certificate_pem(files.ca_cert.read_bytes())
+
+    renew = True
+    if files.server_cert.exists() and files.server_key.exists():
+        _check_secret_file(files.server_key)
+        current = pki.parse_certificate_pem(
+            files.server_cert.read_text().split("-----END CERTIFICATE-----")[0]
+            + "-----END CERTIFICATE-----\n"
+        )
+        renew = not _server_cert_covers(current, hostnames, now)
+    if renew:
+        key, cert = pki.issue_server_certificate(ca_key_loaded, ca_cert_loaded, hostnames, now=now)
+        files.server_key.unlink(missing_ok=True)
+        _write_secret(files.server_key, pki.private_key_pem(key))
+        _write_public(
+            files.server_cert, pki.certificate_pem(cert) + pki.certificate_pem(ca_cert_loaded)
+        )
+        logger.info("issued server certificate hostnames=%s", ",".join(hostnames))
+    return created
+
+
+async def _open_services(config: HubConfig, clock: Clock) -> Services:
+    files = DataFiles(config.data_dir)
+    metrics = Metrics()
+    storage = SQLiteStorage(files.database, config.storage, clock, metrics)
+    await storage.open()
+    kek = _check_secret_file(files.kek)
+    registry = Registry(storage, kek, clock)
+    tokens = TokenService(storage, clock)
+    log = MessageLog(storage, clock, metrics)
+    await log.start()
+    return Services(
+        config=config,
+        clock=clock,
+        metrics=metrics,
+        storage=storage,
+        registry=registry,
+        tokens=tokens,
+        log=log,
+    )
+
+
+async def _init_async(data_dir: Path, hostnames: tuple[str, ...]) -> InitResult:
+    from ironhub.config import load_config  # noqa: PLC0415 - avoid a cycle at import
+
+    config = load_config(data_dir, hostnames=hostnames)
+    created = ensure_trust_material(data_dir, config.hostnames)
+    services = await _open_services(config, SYSTEM_CLOCK)
+    try:
+        token = await services.tokens.bootstrap_admin()
+    finally:
+        await services.log.close()
+        await services.storage.close()
+    return InitResult(
+        created=created,
+        data_dir=data_dir,
+        hostname=config.hostname,
+        ca_path=DataFiles(data_dir).ca_cert,
+        first_admin_token=token,
+        mqtt=f"{config.mqtt.host}:{config.mqtt.port}",
+        api_url=f"https://{_url_host(config.api.host)}:{config.api.port}",
+    )
+
+
+def init_hub(data_dir: Path, hostnames: tuple[str, ...] = ()) -> InitResult:
+    """Create the data directory (trust material, database) and the first admin token.
+
+    The first admin token is returned exactly once, on the run that creates it.
+
+    Raises:
+        ConfigError: the configuration or data directory is invalid.
+        IronhubError: storage cannot be opened.
+    """
+    return asyncio.run(_init_async(data_dir, hostnames))
+
+
+class _TrustStore:
+    """The TLS context for new device connections, rebuilt when client trust changes."""
+
+    def __init__(self, files: ServerTLSFiles, services: Services) -> None:
+        self._files = files
+        self._services = services
+        self._context = build_server_context(files, "")
+        self._refresh: asyncio.Task[None] | None = None
+        self._dirty = False
+
+    def current(self) -> ssl.SSLContext:
+        return self._context
+
+    async def rebuild(self) -> None:
+        pems = [ca.pem for ca in await self._services.registry.list_cas()]
+        after = ""
+        while True:
+            page = await self._services.registry.list_devices(after=after, limit=500)
+            if not page:
+                break
+            pems.extend(
+                pem
+                for device in page
+                if device.auth_kind is AuthKind.X509_THUMBPRINT
+                for pem in device.certificates_pem
+            )
+            after = page[-1].device_id
+        self._context = build_server_context(self._files, "\n".join(pems))
+
+    def on_change(self) -> None:
+        # Coalesce bursts of changes into one rebuild.
+        if self._refresh is not None and not self._refresh.done():
+            self._dirty = True
+            return
+        self._refresh = asyncio.get_running_loop().create_task(self._rebuild_loop())
+
+    async def _rebuild_loop(self) -> None:
+        while True:
+            self._dirty = False
+            try:
+                await self.rebuild()
+            except (IronhubError, ssl.SSLError, OSError):
+                # Keep the old context: a failed reload never loosens or drops trust.
+                logger.exception("could not rebuild the TLS trust store; keeping the old one")
+            if not self._dirty:
+                return
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our event loop; the hub owns signal handling."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass(slots=True)
+class RunningHub:
+    """A started hub (for ``serve`` and for tests that run a hub in-process)."""
+
+    services: Services
+    endpoint: DeviceEndpoint
+    api: _EmbeddedUvicorn
+    api_task: asyncio.Task[None]
+    info: ServeInfo
+
+    async def stop(self) -> None:
+        """Stop the listeners, flush the log and close storage."""
+        self.api.should_exit = True
+        await self.endpoint.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self.api_task, timeout=10)
+        await self.services.log.close()
+        await self.services.storage.close()
+
+
+async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> RunningHub:
+    """Create what is missing in the data directory and start the endpoint and the API.
+
+    Raises:
+        ConfigError: the configuration or data directory is invalid.
+        IronhubError: storage cannot be opened.
+        OSError: a listener cannot bind.
+    """
+    files = DataFiles(config.data_dir)
+    ensure_trust_material(config.data_dir, config.hostnames, clock=clock)
+    services = await _open_services(config, clock)
+    token = await services.tokens.bootstrap_admin()
+    tls_files = ServerTLSFiles(files.server_cert, files.server_key)
+    trust = _TrustStore(tls_files, services)
+    await trust.rebuild()
+    services.registry.add_trust_listener(trust.on_change)
+    endpoint = DeviceEndpoint(services, ssl_context=trust.current)
+    services.endpoint = endpoint
+    await endpoint.start()
+
+    api_config = uvicorn.Config(
+        create_app(services),
+        host=config.api.host,
+        port=config.api.port,
+        ssl_certfile=str(files.server_cert),
+        ssl_keyfile=str(files.server_key),
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+    api = _EmbeddedUvicorn(api_config)
+    api_task = asyncio.get_running_loop().create_task(api.serve())
+    while not api.started:
+        if api_task.done():
+            await endpoint.stop()
+            await services.log.close()
+            await services.storage.close()
+            api_task.result()
+            raise ConfigError(f"the API could not listen on {config.api.host}:{config.api.port}")
+        await asyncio.sleep(0.01)
+    host, port = endpoint.address
+    api_port = api.servers[0].sockets[0].getsockname()[1] if api.servers else config.api.port
+    info = ServeInfo(
+        hostname=config.hostname,
+        ca_path=files.ca_cert,
+        mqtt=f"{host}:{port}",
+        api_url=f"https://{_url_host(config.api.host)}:{api_port}",
+        first_admin_token=token,
+    )
+    return RunningHub(services, endpoint, api, api_task, info)
+
+
+async def _serve_async(config: HubConfig, on_ready: Callable[[ServeInfo], None] | None) -> None:
+    hub = await start_hub(config)
+    logger.info("configuration %s", config.redacted())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready(hub.info)
+    try:
+        waiter = loop.create_task(stop.wait())
+        await asyncio.wait({waiter, hub.api_task}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+    finally:
+        await hub.stop()
+
+
+def serve(config: HubConfig, on_ready: Callable[[ServeInfo], None] | None = None) -> None:
+    """Run the hub until SIGINT or SIGTERM.
+
+    Raises:
+        ConfigError: the configuration or data directory is invalid.
+        IronhubError: storage cannot be opened.
+        OSError: a listener cannot bind.
+    """
+    asyncio.run(_serve_async(config, on_ready))

@@ -1,0 +1,1142 @@
+"""The embedded storage backend: stdlib :mod:`sqlite3` in WAL mode.
+
+Theory of operation
+-------------------
+
+Three kinds of thread touch the database file:
+
+* **The event loop** never touches it. It hands work to the other threads and receives the
+  results through :meth:`asyncio.AbstractEventLoop.call_soon_threadsafe`, so no coroutine ever
+  blocks on disk I/O.
+* **One writer thread** owns the only write connection. It serves a FIFO queue holding two
+  kinds of work: log entries (from :meth:`SQLiteStorage.append`) and small registry *jobs*
+  (device, CA and token writes). Each turn it drains everything queued, up to
+  ``StorageConfig.max_commit_batch`` log entries, inserts those entries with one
+  ``executemany`` in one transaction, commits, and then resolves all of their futures with one
+  ``call_soon_threadsafe`` (group commit, ARCHITECTURE.md "Durability"). A job found while
+  draining ends the batch; it runs in its own transaction right after the batch, which keeps
+  the queue strictly FIFO. With ``synchronous=FULL`` (the default) the commit has fsynced the
+  WAL before any future resolves, so an acknowledged message survives power loss; with
+  ``NORMAL`` it survives a process crash (SIGKILL) but not power loss.
+* **Reader threads** (a small pool, one connection each, ``query_only``) serve every read.
+  WAL lets them read a committed snapshot while the writer appends.
+
+Sequence numbers are assigned by the writer from an in-memory counter (``max(seq) + 1`` at
+open), so a batch's numbers are known before it commits and are gap-free. If a commit fails,
+every future of the batch fails with :class:`~ironhub.errors.StorageError`, nothing is
+acknowledged, and the counter is re-read from the database before the next batch.
+
+Schema and its guards
+---------------------
+
+The ``messages`` table is keyed by ``seq`` only. There is deliberately **no secondary index**
+(an index on ``(device_id, enqueued_at)`` cut inserts from ~290k to ~50k rows/s,
+ARCHITECTURE.md). Consequently a query filtered by device or stream walks the table in
+``seq`` order from ``after_seq`` and stops after ``limit`` matches: cheap for recent or busy
+devices, a scan of everything after ``after_seq`` for a device that sent nothing since.
+
+A new database is built under a temporary name and renamed into place once complete, so a file
+under the final name is always a whole ironhub database. Opening refuses, with
+:class:`~ironhub.errors.CorruptDatabaseError`, anything else: a file that is not SQLite, is
+truncated, fails ``PRAGMA quick_check``, lacks the ironhub ``application_id`` and ``meta`` row,
+or carries a schema version this code does not know (a downgrade). The hub must never come up
+with empty security state (SECURITY-TESTS.md §3.11 item 49). Files are created ``0600``; the
+``-wal`` and ``-shm`` files inherit that mode from SQLite and are tightened again after open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import msgspec
+
+from ironhub.errors import (
+    ConflictError,
+    CorruptDatabaseError,
+    IronhubError,
+    NotFoundError,
+    StorageError,
+)
+from ironhub.storage.interfaces import (
+    AuthKind,
+    CARecord,
+    CommitListener,
+    DeviceRecord,
+    DeviceState,
+    LogEntry,
+    RecentPublish,
+    StorageStatistics,
+    StoredMessage,
+    Stream,
+    TokenRecord,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from pathlib import Path
+
+    from ironhub.clock import Clock
+    from ironhub.config import StorageConfig
+    from ironhub.metrics import Metrics
+
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStorage"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: ``PRAGMA application_id`` of every ironhub database: the ASCII bytes ``IRHB``.
+APPLICATION_ID: Final = 0x49524842
+#: The schema this code reads and writes (``PRAGMA user_version`` and ``meta.schema_version``).
+SCHEMA_VERSION: Final = 1
+
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_HEADER_BYTES: Final = 100
+_FILE_MODE: Final = 0o600
+_READER_THREADS: Final = 2
+_BUSY_TIMEOUT_MS: Final = 5000
+_SYNCHRONOUS_MODES: Final = frozenset({"FULL", "EXTRA", "NORMAL"})
+_TABLES: Final = frozenset({"meta", "devices", "cas", "tokens", "messages"})
+
+_SCHEMA: Final = f"""
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE devices (
+    device_id TEXT PRIMARY KEY,
+    auth_kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    primary_key_sealed BLOB,
+    secondary_key_sealed BLOB,
+    primary_thumbprint TEXT,
+    secondary_thumbprint TEXT,
+    certificates_pem TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE cas (
+    fingerprint TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    pem TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE tokens (
+    token_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+-- The hot table: rowid-keyed, no secondary index (see the module docstring).
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    device_id TEXT,
+    enqueued_at REAL NOT NULL,
+    properties BLOB,
+    payload BLOB NOT NULL,
+    packet_id INTEGER,
+    digest BLOB
+);
+INSERT INTO meta (key, value) VALUES
+    ('application', 'ironhub'),
+    ('schema_version', '{SCHEMA_VERSION}'),
+    ('tokens_created', '0');
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""  # noqa: S608 - only module constants are interpolated
+
+_INSERT_MESSAGE: Final = (
+    "INSERT INTO messages (seq, stream, device_id, enqueued_at, properties, payload,"
+    " packet_id, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DEVICE_SELECT: Final = (
+    "SELECT device_id, auth_kind, state, created_at, updated_at, version, primary_key_sealed,"
+    " secondary_key_sealed, primary_thumbprint, secondary_thumbprint, certificates_pem"
+    " FROM devices"
+)
+_INSERT_DEVICE: Final = (
+    "INSERT INTO devices (device_id, auth_kind, state, created_at, updated_at, version,"
+    " primary_key_sealed, secondary_key_sealed, primary_thumbprint, secondary_thumbprint,"
+    " certificates_pem) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_DEVICE: Final = (
+    "UPDATE devices SET auth_kind = ?, state = ?, created_at = ?, updated_at = ?, version = ?,"
+    " primary_key_sealed = ?, secondary_key_sealed = ?, primary_thumbprint = ?,"
+    " secondary_thumbprint = ?, certificates_pem = ? WHERE device_id = ? AND version = ?"
+)
+_TOKENS_SELECT: Final = (
+    "SELECT token_id, name, token_hash, role, created_at, expires_at, revoked FROM tokens"
+)
+_TOKENS_INSERT: Final = (
+    "INSERT INTO tokens (token_id, name, token_hash, role, created_at, expires_at, revoked)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+#: Message queries differ only in their filters, which are fixed strings chosen by code.
+_MESSAGE_QUERIES: Final = {
+    (has_device, has_stream): (
+        "SELECT seq, stream, device_id, enqueued_at, properties, payload FROM messages"  # noqa: S608
+        " WHERE seq > ?"
+        + (" AND device_id = ?" if has_device else "")
+        + (" AND stream = ?" if has_stream else "")
+        + " ORDER BY seq LIMIT ?"
+    )
+    for has_device in (False, True)
+    for has_stream in (False, True)
+}
+
+_properties_encoder = msgspec.msgpack.Encoder()
+_properties_decoder = msgspec.msgpack.Decoder(tuple[tuple[str, str], ...])
+_pem_list_encoder = msgspec.json.Encoder()
+_pem_list_decoder = msgspec.json.Decoder(tuple[str, ...])
+
+
+@dataclass(slots=True)
+class _Job:
+    """A registry write to run on the writer thread in its own transaction."""
+
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+# An item on the writer queue: a log entry with its future, a job, or ``None`` (stop).
+_Item = tuple[LogEntry, "asyncio.Future[int]"] | _Job | None
+
+
+def _map_error(exc: sqlite3.Error, action: str) -> StorageError:
+    """Translate a :mod:`sqlite3` error into the ironhub tree (the seam, STYLE.md)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return CorruptDatabaseError(f"{action}: the database is corrupt: {exc}")
+    return StorageError(f"{action} failed: {type(exc).__name__}: {exc}")
+
+
+def _tighten_mode(path: Path) -> None:
+    """Make ``path`` readable and writable by its owner only, if it exists."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return
+    if mode != _FILE_MODE:
+        logger.warning("tightening file mode: path=%s mode=%o new_mode=%o", path, mode, _FILE_MODE)
+        path.chmod(_FILE_MODE)
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not a complete SQLite database before SQLite touches it.
+
+    Raises:
+        CorruptDatabaseError: the file is empty, truncated or not SQLite.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        header = f.read(_HEADER_BYTES)
+    if len(header) < _HEADER_BYTES:
+        raise CorruptDatabaseError(
+            f"{path}: {size} bytes is too short for a SQLite database (truncated?); "
+            "refusing to start with empty security state"
+        )
+    if not header.startswith(_SQLITE_MAGIC):
+        raise CorruptDatabaseError(f"{path}: not a SQLite database (foreign or corrupt file)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter = header[24:28]
+    pages = int.from_bytes(header[28:32], "big")
+    valid_for = header[92:96]
+    wal, _ = _sidecars(path)
+    wal_empty = not wal.exists() or wal.stat().st_size == 0
+    # The in-header size is only meaningful when "version-valid-for" matches the change
+    # counter (SQLite file format §1.3.7), and only binding while no WAL may hold later pages.
+    if wal_empty and valid_for == change_counter and size < pages * page_size:
+        raise CorruptDatabaseError(
+            f"{path}: truncated: {size} bytes on disk, the header describes "
+            f"{pages * page_size}; refusing to start"
+        )
+
+
+def _create_database(path: Path) -> None:
+    """Build a fresh database under a temporary name, then rename it into place.
+
+    The rename makes creation atomic: a crash leaves either no database or a complete one,
+    never a half-initialised file that a later start would mistake for an empty hub.
+
+    Raises:
+        StorageError: the file cannot be created.
+    """
+    temporary = path.with_name(path.name + ".init")
+    for leftover in (temporary, *_sidecars(temporary)):
+        leftover.unlink(missing_ok=True)
+    try:
+        fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, _FILE_MODE)
+        os.close(fd)
+        conn = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executescript(_SCHEMA)  # executescript commits the open transaction first
+        finally:
+            conn.close()
+        temporary.replace(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (OSError, sqlite3.Error) as exc:
+        temporary.unlink(missing_ok=True)
+        raise StorageError(f"{path}: cannot create the database: {exc}") from exc
+    logger.info("created database: path=%s schema_version=%d", path, SCHEMA_VERSION)
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Verify that ``conn`` holds an intact ironhub database of the known schema.
+
+    Raises:
+        CorruptDatabaseError: foreign, newer, older or damaged database.
+    """
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    if application_id != APPLICATION_ID:
+        raise CorruptDatabaseError(
+            f"{path}: not an ironhub database (application_id {application_id:#x})"
+        )
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise CorruptDatabaseError(
+            f"{path}: schema version {version} was written by a newer ironhub; this version "
+            f"knows {SCHEMA_VERSION} and refuses to downgrade"
+        )
+    if version != SCHEMA_VERSION:
+        raise CorruptDatabaseError(f"{path}: unknown schema version {version}")
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    missing = sorted(_TABLES - tables)
+    if missing:
+        raise CorruptDatabaseError(f"{path}: table(s) missing: {', '.join(missing)}")
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("application") != "ironhub" or meta.get("schema_version") != str(version):
+        raise CorruptDatabaseError(f"{path}: the meta table does not match the file header")
+    problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise CorruptDatabaseError(f"{path}: integrity check failed: {'; '.join(problems[:3])}")
+
+
+def _prepare_writer(conn: sqlite3.Connection, path: Path, synchronous: str) -> int:
+    """Verify the database, switch to WAL and return the next sequence number.
+
+    Raises:
+        CorruptDatabaseError: see :func:`_check_schema`.
+        StorageError: WAL mode cannot be enabled.
+        sqlite3.Error: a pragma failed (mapped by the caller).
+    """
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA trusted_schema = OFF")
+    _check_schema(conn, path)
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StorageError(f"{path}: WAL mode unavailable (journal_mode={mode})")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    next_seq: int = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM messages").fetchone()[0]
+    for sidecar in _sidecars(path):
+        _tighten_mode(sidecar)
+    return next_seq
+
+
+def _device_row(record: DeviceRecord) -> tuple[Any, ...]:
+    return (
+        record.device_id,
+        record.auth_kind.value,
+        record.state.value,
+        record.created_at,
+        record.updated_at,
+        record.version,
+        record.primary_key_sealed,
+        record.secondary_key_sealed,
+        record.primary_thumbprint,
+        record.secondary_thumbprint,
+        _pem_list_encoder.encode(record.certificates_pem).decode(),
+    )
+
+
+def _device_from_row(row: Sequence[Any]) -> DeviceRecord:
+    """Rebuild a record; a value this code cannot read means the database is damaged.
+
+    Raises:
+        CorruptDatabaseError: a column holds an unknown enum value or malformed JSON.
+    """
+    try:
+        return DeviceRecord(
+            device_id=row[0],
+            auth_kind=AuthKind(row[1]),
+            state=DeviceState(row[2]),
+            created_at=row[3],
+            updated_at=row[4],
+            version=row[5],
+            primary_key_sealed=row[6],
+            secondary_key_sealed=row[7],
+            primary_thumbprint=row[8],
+            secondary_thumbprint=row[9],
+            certificates_pem=_pem_list_decoder.decode(row[10]),
+        )
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise CorruptDatabaseError(f"device row cannot be decoded: {exc}") from exc
+
+
+def _token_from_row(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(
+        token_id=row[0],
+        name=row[1],
+        token_hash=row[2],
+        role=row[3],
+        created_at=row[4],
+        expires_at=row[5],
+        revoked=bool(row[6]),
+    )
+
+
+def _message_from_row(row: Sequence[Any]) -> StoredMessage:
+    """Rebuild a stored message.
+
+    Raises:
+        CorruptDatabaseError: the stream or the property bag cannot be decoded.
+    """
+    try:
+        properties = _properties_decoder.decode(row[4]) if row[4] is not None else ()
+        return StoredMessage(
+            seq=row[0],
+            stream=Stream(row[1]),
+            device_id=row[2],
+            enqueued_at=row[3],
+            payload=row[5],
+            properties=properties,
+        )
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise CorruptDatabaseError(f"message {row[0]} cannot be decoded: {exc}") from exc
+
+
+def _deliver_batch(
+    futures: list[asyncio.Future[int]],
+    first_seq: int,
+    entries: list[LogEntry],
+    listeners: Sequence[CommitListener],
+) -> None:
+    """Resolve a committed batch's futures in order, then tell the commit listeners.
+
+    Runs on the event loop, once per batch.
+    """
+    seq = first_seq
+    for future in futures:
+        if not future.done():  # the caller may have cancelled it; the entry is stored anyway
+            future.set_result(seq)
+        seq += 1
+    for listener in listeners:
+        try:
+            listener(first_seq, entries)
+        except Exception:  # listener boundary: one bad consumer must not stop the others
+            logger.exception("commit listener failed: first_seq=%d", first_seq)
+
+
+def _fail_futures(futures: Sequence[asyncio.Future[Any]], error: BaseException) -> None:
+    """Fail the futures that nobody cancelled (runs on the event loop)."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    """Complete a job's future (runs on the event loop)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class SQLiteStorage:
+    """The :class:`~ironhub.storage.interfaces.Storage` backend of the embedded profile.
+
+    Args:
+        path: the database file; its directory must exist. Created on first :meth:`open`.
+        config: batch size and ``synchronous`` mode.
+        clock: times the commits.
+        metrics: when given, ``commit_batch_size`` and ``commit_seconds`` are observed.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        config: StorageConfig,
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._path = path
+        self._config = config
+        self._clock = clock
+        self._metrics = metrics
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_stopped: ThreadFuture[None] = ThreadFuture()
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+        self._listeners: list[CommitListener] = []
+        self._accepting = False
+        self._next_seq: int | None = None
+        # Statistics: written by the writer thread only, read anywhere.
+        self._commits = 0
+        self._failed_commits = 0
+        self._committed_entries = 0
+        self._last_batch_size = 0
+        self._last_commit_seconds = 0.0
+
+    # --- life cycle -----------------------------------------------------------------------
+    async def open(self) -> None:
+        """Open the database, creating it on first use, and start the writer thread.
+
+        Raises:
+            CorruptDatabaseError: the file is not an intact ironhub database of a known schema.
+            StorageError: the database cannot be opened or created, or is already open.
+        """
+        if self._loop is not None:
+            raise StorageError("storage is already open")
+        if self._config.synchronous not in _SYNCHRONOUS_MODES:
+            raise StorageError(f"synchronous={self._config.synchronous!r} is not supported")
+        self._loop = asyncio.get_running_loop()
+        ready: ThreadFuture[None] = ThreadFuture()
+        self._queue = queue.SimpleQueue()
+        self._writer_stopped = ThreadFuture()
+        self._writer = threading.Thread(
+            target=self._writer_main, args=(ready,), name="ironhub-sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        try:
+            await asyncio.wrap_future(ready)
+        except BaseException:
+            self._queue.put(None)  # if open() was cancelled after the writer came up
+            self._loop = None
+            raise
+        self._readers = ThreadPoolExecutor(
+            max_workers=_READER_THREADS, thread_name_prefix="ironhub-sqlite-reader"
+        )
+        self._accepting = True
+        logger.info(
+            "storage open: path=%s synchronous=%s max_commit_batch=%d next_seq=%s",
+            self._path,
+            self._config.synchronous,
+            self._config.max_commit_batch,
+            self._next_seq,
+        )
+
+    async def close(self) -> None:
+        """Commit every queued append, stop the writer and close all connections.
+
+        Raises:
+            StorageError: never in practice; queued entries whose commit fails have their
+                futures failed instead.
+        """
+        if not self._accepting:
+            return
+        self._accepting = False
+        self._queue.put(None)
+        await asyncio.wrap_future(self._writer_stopped)
+        readers, self._readers = self._readers, None
+        if readers is not None:
+            await asyncio.to_thread(self._close_readers, readers)
+        logger.info("storage closed: path=%s", self._path)
+
+    def _close_readers(self, readers: ThreadPoolExecutor) -> None:
+        readers.shutdown(wait=True)
+        with self._reader_lock:
+            connections, self._reader_connections = self._reader_connections, []
+        for conn in connections:
+            conn.close()
+
+    def _require_open(self) -> asyncio.AbstractEventLoop:
+        if not self._accepting or self._loop is None:
+            raise StorageError("storage is not open")
+        return self._loop
+
+    # --- the writer thread ----------------------------------------------------------------
+    def _open_writer_connection(self) -> sqlite3.Connection:
+        """Create or open the database and verify it (writer thread).
+
+        Raises:
+            CorruptDatabaseError: see :meth:`open`.
+            StorageError: the file cannot be opened.
+        """
+        path = self._path
+        try:
+            if not path.exists():
+                _create_database(path)
+            _check_header(path)
+            _tighten_mode(path)
+            conn = sqlite3.connect(path, isolation_level=None)
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot open the database: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise _map_error(exc, f"{path}: open") from exc
+        try:
+            self._next_seq = _prepare_writer(conn, path, self._config.synchronous)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _map_error(exc, f"{path}: open") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _writer_main(self, ready: ThreadFuture[None]) -> None:
+        """The writer thread: open, then serve the queue until the stop marker."""
+        try:
+            conn = self._open_writer_connection()
+        except BaseException as exc:  # noqa: BLE001 - handed to open(), which re-raises it
+            ready.set_exception(exc)
+            self._writer_stopped.set_result(None)
+            return
+        ready.set_result(None)
+        try:
+            self._serve(conn)
+        finally:
+            conn.close()
+            self._fail_leftovers()
+            self._writer_stopped.set_result(None)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        max_batch = max(1, self._config.max_commit_batch)
+        while True:
+            item = get()
+            entries: list[LogEntry] = []
+            futures: list[asyncio.Future[int]] = []
+            job: _Job | None = None
+            stop = False
+            while True:
+                if item is None:
+                    stop = True
+                    break
+                if isinstance(item, _Job):
+                    job = item
+                    break
+                entries.append(item[0])
+                futures.append(item[1])
+                if len(entries) >= max_batch:
+                    break
+                try:
+                    item = get_nowait()
+                except queue.Empty:
+                    break
+            if entries:
+                self._commit_batch(conn, entries, futures)
+            if job is not None:
+                self._run_job(conn, job)
+            if stop:
+                return
+
+    def _commit_batch(
+        self,
+        conn: sqlite3.Connection,
+        entries: list[LogEntry],
+        futures: list[asyncio.Future[int]],
+    ) -> None:
+        """Insert and commit one batch, then resolve or fail its futures (writer thread)."""
+        started = self._clock.monotonic()
+        try:
+            first_seq = self._next_seq
+            if first_seq is None:
+                first_seq = conn.execute(
+                    "SELECT coalesce(max(seq), 0) + 1 FROM messages"
+                ).fetchone()[0]
+            encode = _properties_encoder.encode
+            rows = [
+                (
+                    first_seq + i,
+                    e.stream.value,
+                    e.device_id,
+                    e.enqueued_at,
+                    encode(e.properties) if e.properties else None,
+                    e.payload,
+                    e.packet_id,
+                    e.digest,
+                )
+                for i, e in enumerate(entries)
+            ]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_INSERT_MESSAGE, rows)
+            conn.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - writer task boundary: fail the batch, keep serving
+            self._abandon_batch(conn, futures, exc)
+            return
+        elapsed = self._clock.monotonic() - started
+        size = len(entries)
+        self._next_seq = first_seq + size
+        self._commits += 1
+        self._committed_entries += size
+        self._last_batch_size = size
+        self._last_commit_seconds = elapsed
+        if self._metrics is not None:
+            self._metrics.commit_batch_size.observe(size)
+            self._metrics.commit_seconds.observe(elapsed)
+        self._call_loop(_deliver_batch, futures, first_seq, entries, tuple(self._listeners))
+
+    def _abandon_batch(
+        self,
+        conn: sqlite3.Connection,
+        futures: list[asyncio.Future[int]],
+        exc: Exception,
+    ) -> None:
+        """Roll back a failed batch and fail all of its futures (writer thread)."""
+        self._rollback(conn)
+        self._next_seq = None  # re-read before the next batch: the commit may have landed
+        self._failed_commits += 1
+        error = (
+            _map_error(exc, "commit")
+            if isinstance(exc, sqlite3.Error)
+            else StorageError(f"commit failed: {type(exc).__name__}")
+        )
+        if isinstance(exc, sqlite3.Error):
+            logger.error("group commit failed: entries=%d error=%s", len(futures), exc)
+        else:
+            logger.error("group commit failed unexpectedly: entries=%d", len(futures), exc_info=exc)
+        self._call_loop(_fail_futures, futures, error)
+
+    def _run_job(self, conn: sqlite3.Connection, job: _Job) -> None:
+        """Run one registry write in its own transaction (writer thread)."""
+        result: object = None
+        error: BaseException | None = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = job.run(conn)
+            conn.execute("COMMIT")
+        except IronhubError as exc:
+            self._rollback(conn)
+            error = exc
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            error = _map_error(exc, "write")
+        except Exception as exc:  # writer task boundary: fail the job, keep serving
+            self._rollback(conn)
+            logger.exception("storage job failed unexpectedly")
+            error = StorageError(f"write failed: {type(exc).__name__}")
+        self._call_loop(_settle, job.future, result, error)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("rollback failed")
+
+    def _call_loop(self, callback: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        if loop is None:  # pragma: no cover - the writer only runs while open
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            # The loop was closed without close(): nobody is left to receive the result.
+            logger.warning("event loop closed; dropping a storage result")
+
+    def _fail_leftovers(self) -> None:
+        """Fail whatever is still queued once the writer stops (writer thread)."""
+        error = StorageError("storage is closed")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Job):
+                self._call_loop(_settle, item.future, None, error)
+            elif item is not None:
+                self._call_loop(_fail_futures, [item[1]], error)
+
+    async def _write(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``run`` on the writer thread in a transaction and return its result.
+
+        Raises:
+            StorageError: storage is closed or the write failed.
+            RegistryError: whatever ``run`` raised on purpose (conflicts, not found).
+        """
+        loop = self._require_open()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._queue.put(_Job(run, future))
+        return await future
+
+    # --- readers --------------------------------------------------------------------------
+    def _reader_connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA trusted_schema = OFF")
+            conn.execute("PRAGMA query_only = ON")
+            self._reader_local.conn = conn
+            with self._reader_lock:
+                self._reader_connections.append(conn)
+        return conn
+
+    def _run_read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return run(self._reader_connection())
+        except sqlite3.Error as exc:
+            raise _map_error(exc, "read") from exc
+
+    async def _read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``run`` on a reader thread.
+
+        Raises:
+            StorageError: storage is closed or the read failed.
+        """
+        loop = self._require_open()
+        return await loop.run_in_executor(self._readers, self._run_read, run)
+
+    # --- registry -------------------------------------------------------------------------
+    async def insert_device(self, record: DeviceRecord) -> None:
+        """Insert a device.
+
+        Raises:
+            ConflictError: a device with this id exists.
+            StorageError: the write failed.
+        """
+        row = _device_row(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_INSERT_DEVICE, row)
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"device {record.device_id!r} already exists") from None
+
+        await self._write(run)
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None:
+        """The device, or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> DeviceRecord | None:
+            row = conn.execute(_DEVICE_SELECT + " WHERE device_id = ?", (device_id,)).fetchone()
+            return None if row is None else _device_from_row(row)
+
+        return await self._read(run)
+
+    async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
+        """Devices ordered by id, starting after ``after``; at most ``limit`` (none if < 1).
+
+        Raises:
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[DeviceRecord]:
+            rows = conn.execute(
+                _DEVICE_SELECT + " WHERE device_id > ? ORDER BY device_id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [_device_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def update_device(self, record: DeviceRecord, *, expected_version: int) -> None:
+        """Replace a device if its stored version equals ``expected_version``.
+
+        Raises:
+            ValueError: ``record.version`` is not ``expected_version + 1`` (a caller bug).
+            ConflictError: the stored version differs.
+            NotFoundError: the device does not exist.
+            StorageError: the write failed.
+        """
+        if record.version != expected_version + 1:
+            raise ValueError("record.version must be expected_version + 1")
+        row = _device_row(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(_UPDATE_DEVICE, (*row[1:], record.device_id, expected_version))
+            if cursor.rowcount == 1:
+                return
+            found = conn.execute(
+                "SELECT version FROM devices WHERE device_id = ?", (record.device_id,)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"device {record.device_id!r} does not exist")
+            raise ConflictError(
+                f"device {record.device_id!r} is at version {found[0]}, not {expected_version}"
+            )
+
+        await self._write(run)
+
+    async def delete_device(self, device_id: str) -> bool:
+        """Delete a device; ``False`` if it did not exist.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))
+            return cursor.rowcount == 1
+
+        return await self._write(run)
+
+    async def insert_ca(self, record: CARecord) -> None:
+        """Register a CA.
+
+        Raises:
+            ConflictError: the fingerprint is registered.
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO cas (fingerprint, subject, pem, created_at) VALUES (?, ?, ?, ?)",
+                    (record.fingerprint, record.subject, record.pem, record.created_at),
+                )
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"CA {record.fingerprint} is already registered") from None
+
+        await self._write(run)
+
+    async def list_cas(self) -> list[CARecord]:
+        """Every registered CA, ordered by fingerprint.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[CARecord]:
+            rows = conn.execute(
+                "SELECT fingerprint, subject, pem, created_at FROM cas ORDER BY fingerprint"
+            ).fetchall()
+            return [CARecord(*row) for row in rows]
+
+        return await self._read(run)
+
+    async def delete_ca(self, fingerprint: str) -> bool:
+        """Remove a CA; ``False`` if it was not registered.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("DELETE FROM cas WHERE fingerprint = ?", (fingerprint,))
+            return cursor.rowcount == 1
+
+        return await self._write(run)
+
+    # --- operator tokens ------------------------------------------------------------------
+    async def insert_token(self, record: TokenRecord) -> None:
+        """Store a token record and count it in ``meta.tokens_created``.
+
+        Raises:
+            ConflictError: the id or the hash exists.
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    _TOKENS_INSERT,
+                    (
+                        record.token_id,
+                        record.name,
+                        record.token_hash,
+                        record.role,
+                        record.created_at,
+                        record.expires_at,
+                        int(record.revoked),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"token {record.token_id!r} already exists") from None
+            conn.execute(
+                "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'tokens_created'"
+            )
+
+        await self._write(run)
+
+    async def find_token(self, token_hash: bytes) -> TokenRecord | None:
+        """The token whose secret hashes to ``token_hash``, or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> TokenRecord | None:
+            row = conn.execute(_TOKENS_SELECT + " WHERE token_hash = ?", (token_hash,)).fetchone()
+            return None if row is None else _token_from_row(row)
+
+        return await self._read(run)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every token record, oldest first.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[TokenRecord]:
+            rows = conn.execute(_TOKENS_SELECT + " ORDER BY created_at, token_id").fetchall()
+            return [_token_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """Mark a token revoked; ``False`` if unknown.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute("UPDATE tokens SET revoked = 1 WHERE token_id = ?", (token_id,))
+            return cursor.rowcount == 1
+
+        return await self._write(run)
+
+    async def count_tokens(self) -> int:
+        """How many tokens were ever created, revoked ones included.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'tokens_created'").fetchone()
+            if row is None:
+                raise CorruptDatabaseError("meta.tokens_created is missing")
+            return int(row[0])
+
+        return await self._read(run)
+
+    # --- message log ----------------------------------------------------------------------
+    def append(self, entry: LogEntry) -> asyncio.Future[int]:
+        """Queue ``entry`` for the next group commit; never blocks.
+
+        Must be called on the event loop that opened the storage.
+
+        Returns:
+            A future resolving with the entry's sequence number once its transaction is
+            committed, or failing with ``StorageError`` (the caller must not acknowledge).
+        """
+        loop = self._loop
+        if loop is None or not self._accepting:
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            future.set_exception(StorageError("storage is not open"))
+            return future
+        future = loop.create_future()
+        self._queue.put((entry, future))
+        return future
+
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener(first_seq, entries)`` on the event loop after each committed batch.
+
+        Returns:
+            A function that removes the listener (idempotent).
+        """
+        # Copy-on-write: the writer thread snapshots the list per batch without a lock.
+        self._listeners = [*self._listeners, listener]
+
+        def remove() -> None:
+            self._listeners = [item for item in self._listeners if item is not listener]
+
+        return remove
+
+    async def query_messages(
+        self,
+        *,
+        device_id: str | None = None,
+        stream: Stream | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[StoredMessage]:
+        """Committed messages with ``seq > after_seq`` in sequence order, at most ``limit``.
+
+        There is no index on ``device_id`` or ``stream`` (module docstring): a filtered query
+        walks the primary key from ``after_seq`` until it has ``limit`` matches.
+
+        Raises:
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+        sql = _MESSAGE_QUERIES[device_id is not None, stream is not None]
+        params: list[object] = [after_seq]
+        if device_id is not None:
+            params.append(device_id)
+        if stream is not None:
+            params.append(stream.value)
+        params.append(limit)
+
+        def run(conn: sqlite3.Connection) -> list[StoredMessage]:
+            return [_message_from_row(row) for row in conn.execute(sql, params)]
+
+        return await self._read(run)
+
+    async def last_seq(self) -> int:
+        """The highest committed sequence number (0 when empty).
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> int:
+            value: int = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+            return value
+
+        return await self._read(run)
+
+    async def recent_publish_digests(self, *, limit: int) -> list[RecentPublish]:
+        """The newest ``limit`` QoS 1 entries, oldest first.
+
+        Walks the primary key backwards and stops after ``limit`` matches; a log holding few
+        QoS 1 entries is walked to its start once, at start-up.
+
+        Raises:
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[RecentPublish]:
+            rows = conn.execute(
+                "SELECT device_id, packet_id, digest, seq FROM messages"
+                " WHERE packet_id IS NOT NULL AND device_id IS NOT NULL AND digest IS NOT NULL"
+                " ORDER BY seq DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [RecentPublish(*row) for row in reversed(rows)]
+
+        return await self._read(run)
+
+    def statistics(self) -> StorageStatistics:
+        """Commit counters (read without locking; each field is individually consistent)."""
+        return StorageStatistics(
+            commits=self._commits,
+            committed_entries=self._committed_entries,
+            last_batch_size=self._last_batch_size,
+            queued_entries=self._queue.qsize(),
+            last_commit_seconds=self._last_commit_seconds,
+            failed_commits=self._failed_commits,
+        )

@@ -1,0 +1,409 @@
+"""The message log: DUP de-duplication and live fan-out over the storage group commit.
+
+Theory of operation
+-------------------
+
+Appending is synchronous and cheap: :meth:`MessageLog.append` hands the entry to
+:meth:`Storage.append <ironhub.storage.interfaces.Storage.append>` and returns its future. Nothing
+awaits per message and nothing crosses a thread per message; the storage backend resolves a
+whole batch of futures at once after its commit.
+
+**DUP de-duplication.** MQTT re-sends an unacknowledged QoS 1 PUBLISH with the DUP flag and the
+same packet identifier [MQTT-3.3.1-1]. The log remembers, for the newest ``dedup_capacity`` QoS 1
+entries, ``(device_id, packet_id) -> (digest, future-or-seq)`` in an LRU map. A DUP whose digest
+matches gets the original's future (still pending: the same future; committed: a resolved one)
+instead of a second copy. A DUP whose original failed or was cancelled is appended again: a
+second copy is allowed (at-least-once), a lost message is not. Once an entry is committed the
+map keeps only its sequence number, so acknowledged futures are not kept alive. The map is
+warmed at :meth:`MessageLog.start` from the newest committed QoS 1 entries, so a device that
+re-sends across a hub restart is still acknowledged without a copy.
+
+**Fan-out.** The log registers a commit listener with the storage backend. After each commit
+the listener runs once on the event loop with the batch, in commit order, and copies matching
+messages into each subscriber's bounded queue. A subscriber whose queue is full is cut off
+(:class:`SubscriberLagged`) instead of slowing the commit path; it can resume from the store with
+:meth:`MessageLog.query` after the sequence number the exception carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from ironhub.errors import IronhubError, StorageError
+from ironhub.storage.interfaces import LogEntry, StoredMessage, Stream
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ironhub.clock import Clock
+    from ironhub.metrics import Metrics
+    from ironhub.storage.interfaces import Storage
+
+__all__ = ["LogSubscription", "MessageLog", "MessageLogStatistics", "SubscriberLagged"]
+
+logger = logging.getLogger(__name__)
+
+#: Default number of recent QoS 1 publishes remembered for DUP de-duplication.
+DEFAULT_DEDUP_CAPACITY: Final = 100_000
+
+
+class SubscriberLagged(IronhubError):  # noqa: N818 - names the condition, like trio's BrokenResourceError
+    """A live subscriber fell more than its queue behind and was cut off.
+
+    Every message queued before the cut was delivered first.
+
+    Attributes:
+        resume_after_seq: the sequence number of the last message delivered; the subscriber may
+            catch up with ``MessageLog.query(after_seq=resume_after_seq)``.
+    """
+
+    def __init__(self, resume_after_seq: int) -> None:
+        super().__init__(f"subscriber fell behind and was cut off after seq {resume_after_seq}")
+        self.resume_after_seq = resume_after_seq
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLogStatistics:
+    """Counters of one :class:`MessageLog`."""
+
+    #: Entries handed to storage (duplicates excluded).
+    appended: int
+    #: Entries seen committed.
+    committed: int
+    #: DUP re-sends answered with the original's future instead of a second copy.
+    duplicates_suppressed: int
+    #: QoS 1 publishes currently remembered for de-duplication.
+    dedup_entries: int
+    #: Live subscribers.
+    subscribers: int
+    #: Subscribers cut off for lagging since start.
+    lagged_subscribers: int
+
+
+class LogSubscription:
+    """Committed messages matching a filter, as an async iterator.
+
+    ``async for message in subscription`` yields :class:`StoredMessage` in commit order. It
+    ends (``StopAsyncIteration``) after :meth:`close` or when the log closes, and raises
+    :class:`SubscriberLagged` once the queued messages are drained if the subscriber was cut off.
+    """
+
+    def __init__(
+        self,
+        owner: MessageLog,
+        *,
+        device_id: str | None,
+        stream: Stream | None,
+        max_queue: int,
+    ) -> None:
+        self.device_id = device_id
+        self.stream = stream
+        self._owner = owner
+        self._max_queue = max_queue
+        self._queue: collections.deque[StoredMessage] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._lagged = False
+        self._last_delivered = 0
+        self._closed = False
+
+    @property
+    def lagged(self) -> bool:
+        """Whether the subscriber was cut off for falling behind."""
+        return self._lagged
+
+    def __aiter__(self) -> LogSubscription:
+        return self
+
+    async def __anext__(self) -> StoredMessage:
+        """The next committed message.
+
+        Raises:
+            StopAsyncIteration: the subscription or the log was closed.
+            SubscriberLagged: the subscriber was cut off and has drained its queue.
+        """
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._queue:
+                message = self._queue.popleft()
+                self._last_delivered = message.seq
+                return message
+            if self._lagged:
+                raise SubscriberLagged(self._last_delivered)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        """Stop receiving; a pending ``__anext__`` ends with ``StopAsyncIteration``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        self._owner._discard(self)  # noqa: SLF001 - the owner's own bookkeeping
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _matches(self, entry: LogEntry) -> bool:
+        return (self.stream is None or entry.stream is self.stream) and (
+            self.device_id is None or entry.device_id == self.device_id
+        )
+
+    def _offer(self, message: StoredMessage) -> bool:
+        """Queue ``message``; ``False`` (and cut off) if the queue is full."""
+        if len(self._queue) >= self._max_queue:
+            self._lagged = True
+            return False
+        self._queue.append(message)
+        return True
+
+
+class MessageLog:
+    """The hub's message log over a :class:`~ironhub.storage.interfaces.Storage`.
+
+    Args:
+        storage: an open storage backend.
+        clock: the hub's clock.
+        metrics: the hub's metrics. Not updated here: the endpoint counts accepted messages
+            (``ironhub_messages``) and storage counts commits.
+        dedup_capacity: how many recent QoS 1 publishes are remembered for DUP detection.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        *,
+        dedup_capacity: int = DEFAULT_DEDUP_CAPACITY,
+    ) -> None:
+        if dedup_capacity < 0:
+            raise ValueError("dedup_capacity must not be negative")
+        self._storage = storage
+        self._clock = clock
+        self._metrics = metrics
+        self._capacity = dedup_capacity
+        # (device_id, packet_id) -> (digest, pending future or committed seq), oldest first.
+        self._recent: collections.OrderedDict[
+            tuple[str, int], tuple[bytes, asyncio.Future[int] | int]
+        ] = collections.OrderedDict()
+        # An insertion-ordered set; a subscriber removes itself while the fan-out iterates a copy.
+        self._subscribers: dict[LogSubscription, None] = {}
+        self._remove_listener: Callable[[], None] | None = None
+        self._closed = False
+        self._appended = 0
+        self._committed = 0
+        self._duplicates = 0
+        self._lagged = 0
+
+    async def start(self) -> None:
+        """Listen for commits and warm the DUP cache from the newest committed QoS 1 entries.
+
+        Raises:
+            StorageError: the log is closed or storage failed.
+        """
+        if self._closed:
+            raise StorageError("message log is closed")
+        if self._remove_listener is not None:
+            return
+        # Listen first: whatever commits while the cache warms is recorded, and newer
+        # knowledge is never overwritten by the warm-up below.
+        self._remove_listener = self._storage.add_commit_listener(self._on_commit)
+        if self._capacity == 0:
+            return
+        recent = self._recent
+        for row in await self._storage.recent_publish_digests(limit=self._capacity):
+            recent.setdefault((row.device_id, row.packet_id), (row.digest, row.seq))
+        while len(recent) > self._capacity:
+            recent.popitem(last=False)
+        logger.info("message log started: dedup_entries=%d", len(recent))
+
+    async def close(self) -> None:
+        """Stop listening and end every subscription (they stop iterating)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        for subscription in list(self._subscribers):
+            subscription.close()
+        self._recent.clear()
+
+    # --- appending ------------------------------------------------------------------------
+    def append(self, entry: LogEntry, *, dup: bool = False) -> asyncio.Future[int]:
+        """Queue ``entry`` for the next group commit, or recognise a DUP re-send.
+
+        Args:
+            entry: the entry; QoS 1 publishes carry ``packet_id`` and ``digest``.
+            dup: the PUBLISH had its DUP flag set. Only then is a matching earlier entry
+                (same device, packet id and digest) answered without a second copy.
+
+        Returns:
+            A future resolving with the entry's sequence number once durable, or failing with
+            ``StorageError``. For a recognised DUP it is the original's future, possibly shared
+            with its first caller: wrap it in :func:`asyncio.shield` before any cancellable wait.
+        """
+        digest = entry.digest
+        key: tuple[str, int] | None = None
+        if entry.packet_id is not None and entry.device_id is not None and digest is not None:
+            key = (entry.device_id, entry.packet_id)
+            if dup:
+                known = self._recent.get(key)
+                if known is not None and known[0] == digest:
+                    original = self._reuse(known[1])
+                    if original is not None:
+                        self._duplicates += 1
+                        self._recent.move_to_end(key)
+                        return original
+        future = self._storage.append(entry)
+        self._appended += 1
+        if key is not None and digest is not None and self._capacity:
+            recent = self._recent
+            recent[key] = (digest, future)
+            recent.move_to_end(key)
+            if len(recent) > self._capacity:
+                recent.popitem(last=False)
+        return future
+
+    @staticmethod
+    def _reuse(known: asyncio.Future[int] | int) -> asyncio.Future[int] | None:
+        """The future to hand a DUP, or ``None`` if the original must be appended again."""
+        if isinstance(known, int):
+            resolved: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            resolved.set_result(known)
+            return resolved
+        if known.cancelled() or (known.done() and known.exception() is not None):
+            return None
+        return known
+
+    def _on_commit(self, first_seq: int, entries: Sequence[LogEntry]) -> None:
+        """Record a committed batch and fan it out (storage commit listener, on the loop)."""
+        self._committed += len(entries)
+        recent = self._recent
+        for offset, entry in enumerate(entries):
+            if entry.packet_id is None or entry.device_id is None:
+                continue
+            key = (entry.device_id, entry.packet_id)
+            known = recent.get(key)
+            if known is not None and known[0] == entry.digest and not isinstance(known[1], int):
+                recent[key] = (known[0], first_seq + offset)
+        if self._subscribers:
+            self._fan_out(first_seq, entries)
+
+    def _fan_out(self, first_seq: int, entries: Sequence[LogEntry]) -> None:
+        built: list[StoredMessage | None] = [None] * len(entries)
+        for subscription in list(self._subscribers):
+            delivered = False
+            for offset, entry in enumerate(entries):
+                if not subscription._matches(entry):  # noqa: SLF001 - same module
+                    continue
+                message = built[offset]
+                if message is None:
+                    message = StoredMessage(
+                        seq=first_seq + offset,
+                        stream=entry.stream,
+                        device_id=entry.device_id,
+                        enqueued_at=entry.enqueued_at,
+                        payload=entry.payload,
+                        properties=entry.properties,
+                    )
+                    built[offset] = message
+                if not subscription._offer(message):  # noqa: SLF001 - same module
+                    self._cut_off(subscription)
+                    break
+                delivered = True
+            if delivered:
+                subscription._wake()  # noqa: SLF001 - same module
+
+    def _cut_off(self, subscription: LogSubscription) -> None:
+        self._lagged += 1
+        self._subscribers.pop(subscription, None)
+        subscription._wake()  # noqa: SLF001 - same module
+        logger.warning(
+            "subscriber cut off for lagging: device_id=%s stream=%s",
+            subscription.device_id,
+            subscription.stream,
+        )
+
+    # --- reading --------------------------------------------------------------------------
+    def subscribe(
+        self,
+        *,
+        device_id: str | None = None,
+        stream: Stream | None = None,
+        max_queue: int = 1000,
+    ) -> LogSubscription:
+        """Receive messages committed from now on that match the filter.
+
+        Args:
+            device_id: only this device's messages (``None``: every device).
+            stream: only this stream (``None``: every stream).
+            max_queue: messages held for a slow consumer before it is cut off.
+
+        Raises:
+            ValueError: ``max_queue`` is smaller than 1.
+            StorageError: the log is closed.
+        """
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        if self._closed:
+            raise StorageError("message log is closed")
+        subscription = LogSubscription(
+            self, device_id=device_id, stream=stream, max_queue=max_queue
+        )
+        self._subscribers[subscription] = None
+        return subscription
+
+    def _discard(self, subscription: LogSubscription) -> None:
+        self._subscribers.pop(subscription, None)
+
+    async def query(
+        self,
+        *,
+        device_id: str | None = None,
+        stream: Stream | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[StoredMessage]:
+        """Committed messages with ``seq > after_seq`` in order, at most ``limit``.
+
+        Without an index on device or stream, a filtered query walks the log from
+        ``after_seq`` (see :mod:`ironhub.storage.sqlite`).
+
+        Raises:
+            StorageError: storage failed.
+        """
+        return await self._storage.query_messages(
+            device_id=device_id, stream=stream, after_seq=after_seq, limit=limit
+        )
+
+    async def last_seq(self) -> int:
+        """The highest committed sequence number (0 when empty).
+
+        Raises:
+            StorageError: storage failed.
+        """
+        return await self._storage.last_seq()
+
+    def statistics(self) -> MessageLogStatistics:
+        """Counters for ``/metrics`` and tests."""
+        return MessageLogStatistics(
+            appended=self._appended,
+            committed=self._committed,
+            duplicates_suppressed=self._duplicates,
+            dedup_entries=len(self._recent),
+            subscribers=len(self._subscribers),
+            lagged_subscribers=self._lagged,
+        )

@@ -1,0 +1,606 @@
+"""The storage contract: every backend passes these (STYLE.md, "Storage backends must pass the
+same contract suite"). The last section guards the SQLite file itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import stat
+from typing import TYPE_CHECKING
+
+import pytest
+from tests.contract.conftest import POISON_DEVICE, Backend
+
+from ironhub.clock import FakeClock
+from ironhub.config import StorageConfig
+from ironhub.errors import ConflictError, CorruptDatabaseError, NotFoundError, StorageError
+from ironhub.storage.interfaces import (
+    AuthKind,
+    CARecord,
+    DeviceRecord,
+    DeviceState,
+    LogEntry,
+    RecentPublish,
+    Storage,
+    StoredMessage,
+    Stream,
+    TokenRecord,
+)
+from ironhub.storage.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStorage
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+pytestmark = pytest.mark.asyncio
+
+
+def device(device_id: str = "dev-1", **overrides: object) -> DeviceRecord:
+    fields: dict[str, object] = {
+        "device_id": device_id,
+        "auth_kind": AuthKind.SAS,
+        "state": DeviceState.ENABLED,
+        "created_at": 100.0,
+        "updated_at": 100.0,
+        "primary_key_sealed": b"\x01sealed-primary",
+        "secondary_key_sealed": b"\x01sealed-secondary",
+    }
+    fields.update(overrides)
+    return DeviceRecord(**fields)  # type: ignore[arg-type]
+
+
+def token(token_id: str = "t1", token_hash: bytes = b"h" * 32, **overrides: object) -> TokenRecord:
+    fields: dict[str, object] = {
+        "token_id": token_id,
+        "name": "ci",
+        "token_hash": token_hash,
+        "role": "admin",
+        "created_at": 10.0,
+        "expires_at": 1000.0,
+    }
+    fields.update(overrides)
+    return TokenRecord(**fields)  # type: ignore[arg-type]
+
+
+def entry(
+    n: int = 0,
+    *,
+    device_id: str | None = "dev-1",
+    stream: Stream = Stream.TELEMETRY,
+    packet_id: int | None = None,
+    properties: tuple[tuple[str, str], ...] = (),
+) -> LogEntry:
+    return LogEntry(
+        stream=stream,
+        device_id=device_id,
+        enqueued_at=1000.0 + n,
+        payload=f"payload-{n}".encode(),
+        properties=properties,
+        packet_id=packet_id,
+        digest=None if packet_id is None else f"digest-{n}".encode(),
+    )
+
+
+async def settle(futures: Sequence[asyncio.Future[int]]) -> list[int | BaseException]:
+    return list(await asyncio.gather(*futures, return_exceptions=True))
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+async def test_device_round_trip(storage: Storage) -> None:
+    record = device(
+        "thumb-1",
+        auth_kind=AuthKind.X509_THUMBPRINT,
+        primary_key_sealed=None,
+        secondary_key_sealed=None,
+        primary_thumbprint="AB" * 32,
+        secondary_thumbprint="CD" * 32,
+        certificates_pem=("-----BEGIN CERTIFICATE-----\nA\n", "-----BEGIN CERTIFICATE-----\nB\n"),
+    )
+    await storage.insert_device(record)
+    await storage.insert_device(device("sas-1"))
+    assert await storage.get_device("thumb-1") == record
+    assert await storage.get_device("sas-1") == device("sas-1")
+    assert await storage.get_device("nobody") is None
+
+
+async def test_insert_existing_device_conflicts(storage: Storage) -> None:
+    await storage.insert_device(device())
+    with pytest.raises(ConflictError):
+        await storage.insert_device(device(state=DeviceState.DISABLED))
+    assert await storage.get_device("dev-1") == device()
+
+
+async def test_list_devices_pages_in_id_order(storage: Storage) -> None:
+    for device_id in ["c", "a", "e", "b", "d"]:
+        await storage.insert_device(device(device_id))
+    assert [d.device_id for d in await storage.list_devices()] == ["a", "b", "c", "d", "e"]
+    assert [d.device_id for d in await storage.list_devices(limit=2)] == ["a", "b"]
+    assert [d.device_id for d in await storage.list_devices(after="b", limit=2)] == ["c", "d"]
+    assert await storage.list_devices(after="e") == []
+    assert await storage.list_devices(limit=0) == []
+
+
+async def test_update_device_with_expected_version(storage: Storage) -> None:
+    await storage.insert_device(device())
+    updated = device(state=DeviceState.DISABLED, version=2, updated_at=200.0)
+    await storage.update_device(updated, expected_version=1)
+    assert await storage.get_device("dev-1") == updated
+
+
+async def test_update_device_with_stale_version_conflicts(storage: Storage) -> None:
+    await storage.insert_device(device())
+    await storage.update_device(device(version=2), expected_version=1)
+    with pytest.raises(ConflictError):
+        await storage.update_device(
+            device(version=2, state=DeviceState.DISABLED), expected_version=1
+        )
+    assert (await storage.get_device("dev-1")) == device(version=2)
+
+
+async def test_update_unknown_device_is_not_found(storage: Storage) -> None:
+    with pytest.raises(NotFoundError):
+        await storage.update_device(device(version=2), expected_version=1)
+
+
+async def test_update_device_requires_next_version(storage: Storage) -> None:
+    await storage.insert_device(device())
+    with pytest.raises(ValueError, match="expected_version"):
+        await storage.update_device(device(version=5), expected_version=1)
+
+
+async def test_delete_device(storage: Storage) -> None:
+    await storage.insert_device(device())
+    assert await storage.delete_device("dev-1") is True
+    assert await storage.delete_device("dev-1") is False
+    assert await storage.get_device("dev-1") is None
+
+
+# --- CAs --------------------------------------------------------------------------------------
+
+
+async def test_ca_register_list_delete(storage: Storage) -> None:
+    first = CARecord("BB" * 32, "CN=Two", "pem-2", 5.0)
+    second = CARecord("AA" * 32, "CN=One", "pem-1", 6.0)
+    await storage.insert_ca(first)
+    await storage.insert_ca(second)
+    assert await storage.list_cas() == [second, first]
+    with pytest.raises(ConflictError):
+        await storage.insert_ca(first)
+    assert await storage.delete_ca("AA" * 32) is True
+    assert await storage.delete_ca("AA" * 32) is False
+    assert await storage.list_cas() == [first]
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+async def test_token_round_trip_and_lookup_by_hash(storage: Storage) -> None:
+    record = token()
+    forever = token("t2", b"g" * 32, expires_at=None, created_at=11.0)
+    await storage.insert_token(record)
+    await storage.insert_token(forever)
+    assert await storage.find_token(b"h" * 32) == record
+    assert await storage.find_token(b"g" * 32) == forever
+    assert await storage.find_token(b"x" * 32) is None
+    assert await storage.list_tokens() == [record, forever]
+
+
+async def test_token_duplicates_conflict(storage: Storage) -> None:
+    await storage.insert_token(token())
+    with pytest.raises(ConflictError):
+        await storage.insert_token(token("t1", b"other-hash"))
+    with pytest.raises(ConflictError):
+        await storage.insert_token(token("t2", b"h" * 32))
+    assert await storage.count_tokens() == 1
+
+
+async def test_revoke_token_and_count_ever_created(storage: Storage) -> None:
+    assert await storage.count_tokens() == 0
+    await storage.insert_token(token())
+    assert await storage.revoke_token("t1") is True
+    assert await storage.revoke_token("unknown") is False
+    found = await storage.find_token(b"h" * 32)
+    assert found is not None
+    assert found.revoked is True
+    assert await storage.count_tokens() == 1  # revoked tokens still count: not a fresh hub
+
+
+# --- message log ------------------------------------------------------------------------------
+
+
+async def test_append_then_query_round_trip(storage: Storage) -> None:
+    entries = [
+        entry(1, properties=(("$.ct", "application/json"), ("k", "v=ü"))),
+        entry(2, device_id=None, stream=Stream.LIFECYCLE),
+        LogEntry(Stream.SECURITY, "dev-2", 5.5, b"\x00\xff binary", packet_id=7, digest=b"d"),
+        LogEntry(Stream.TELEMETRY, "dev-3", 6.0, b""),
+    ]
+    seqs = await asyncio.gather(*(storage.append(e) for e in entries))
+    assert seqs == [1, 2, 3, 4]
+    got = await storage.query_messages()
+    assert got == [
+        StoredMessage(s, e.stream, e.device_id, e.enqueued_at, e.payload, e.properties)
+        for s, e in zip(seqs, entries, strict=True)
+    ]
+
+
+async def test_query_filters(storage: Storage) -> None:
+    entries = [
+        entry(1, device_id="a"),
+        entry(2, device_id="b"),
+        entry(3, device_id="a", stream=Stream.SECURITY),
+        entry(4, device_id="a"),
+        entry(5, device_id="b", stream=Stream.SECURITY),
+    ]
+    await asyncio.gather(*(storage.append(e) for e in entries))
+
+    async def seqs(**kwargs: object) -> list[int]:
+        return [m.seq for m in await storage.query_messages(**kwargs)]  # type: ignore[arg-type]
+
+    assert await seqs(device_id="a") == [1, 3, 4]
+    assert await seqs(stream=Stream.SECURITY) == [3, 5]
+    assert await seqs(device_id="a", stream=Stream.SECURITY) == [3]
+    assert await seqs(after_seq=3) == [4, 5]
+    assert await seqs(device_id="a", after_seq=1, limit=1) == [3]
+    assert await seqs(limit=0) == []
+    assert await seqs(device_id="nobody") == []
+
+
+async def test_last_seq(storage: Storage) -> None:
+    assert await storage.last_seq() == 0
+    await asyncio.gather(*(storage.append(entry(n)) for n in range(3)))
+    assert await storage.last_seq() == 3
+
+
+async def test_recent_publish_digests_newest_qos1_oldest_first(storage: Storage) -> None:
+    entries = [
+        entry(1, packet_id=11),
+        entry(2),  # QoS 0: no packet id
+        entry(3, packet_id=12, device_id=None),  # not a device publish
+        entry(4, packet_id=13),
+        entry(5, packet_id=14),
+    ]
+    await asyncio.gather(*(storage.append(e) for e in entries))
+    assert await storage.recent_publish_digests(limit=2) == [
+        RecentPublish("dev-1", 13, b"digest-4", 4),
+        RecentPublish("dev-1", 14, b"digest-5", 5),
+    ]
+    everything = await storage.recent_publish_digests(limit=100)
+    assert [r.seq for r in everything] == [1, 4, 5]
+    assert everything[0] == ("dev-1", 11, b"digest-1", 1)  # still a plain tuple
+    assert await storage.recent_publish_digests(limit=0) == []
+
+
+async def test_group_commit_batches_and_orders(backend: Backend, storage: Storage) -> None:
+    count = 2000
+    futures = [storage.append(entry(n)) for n in range(count)]
+    seqs = await asyncio.gather(*futures)
+    assert seqs == list(range(1, count + 1))  # resolved in order, strictly increasing, gap-free
+    stats = storage.statistics()
+    assert stats.committed_entries == count
+    assert stats.commits < count // 10  # many appends, few transactions
+    assert stats.failed_commits == 0
+    assert stats.queued_entries == 0
+    registry = backend.metrics.registry
+    assert registry.get_sample_value("ironhub_commit_batch_size_count") == stats.commits
+    assert registry.get_sample_value("ironhub_commit_batch_size_sum") == count
+    assert registry.get_sample_value("ironhub_commit_seconds_count") == stats.commits
+
+
+async def test_commit_batch_is_capped(backend: Backend) -> None:
+    storage = await backend.open(StorageConfig(max_commit_batch=8))
+    batches: list[int] = []
+    storage.add_commit_listener(lambda _first, entries: batches.append(len(entries)))
+    await asyncio.gather(*(storage.append(entry(n)) for n in range(100)))
+    assert sum(batches) == 100
+    assert max(batches) <= 8
+    assert storage.statistics().commits == len(batches) >= 13
+
+
+async def test_failed_commit_fails_every_future_of_the_batch(
+    backend: Backend, storage: Storage
+) -> None:
+    backend.inject_commit_failure()
+    poisoned = storage.append(entry(0, device_id=POISON_DEVICE))
+    with pytest.raises(StorageError):
+        await poisoned
+    assert storage.statistics().failed_commits == 1
+
+    # Entries appended together with a poisoned one: whatever shared its transaction fails,
+    # and no failed entry is stored, no stored entry is failed.
+    batch = [entry(n) for n in range(1, 50)]
+    batch.insert(25, entry(99, device_id=POISON_DEVICE))
+    results = await settle([storage.append(e) for e in batch])
+    stored = {m.payload: m.seq for m in await storage.query_messages(limit=1000)}
+    assert POISON_DEVICE not in {m.device_id for m in await storage.query_messages(limit=1000)}
+    for e, result in zip(batch, results, strict=True):
+        if isinstance(result, BaseException):
+            assert isinstance(result, StorageError)
+            assert e.payload not in stored
+        else:
+            assert stored[e.payload] == result
+    assert isinstance(results[25], StorageError)
+
+    # The store recovers, and sequence numbers stay gap-free.
+    backend.clear_commit_failure()
+    after = await storage.append(entry(100))
+    assert after == len(stored) + 1
+    assert [m.seq for m in await storage.query_messages(limit=1000)] == list(range(1, after + 1))
+
+
+async def test_reopen_keeps_everything(backend: Backend, storage: Storage) -> None:
+    await storage.insert_device(device())
+    await storage.insert_ca(CARecord("AA" * 32, "CN=ca", "pem", 1.0))
+    await storage.insert_token(token())
+    await asyncio.gather(*(storage.append(entry(n, packet_id=n + 1)) for n in range(10)))
+    await storage.close()
+
+    reopened = await backend.open()
+    assert await reopened.get_device("dev-1") == device()
+    assert [c.fingerprint for c in await reopened.list_cas()] == ["AA" * 32]
+    assert await reopened.find_token(b"h" * 32) == token()
+    assert await reopened.count_tokens() == 1
+    assert await reopened.last_seq() == 10
+    assert len(await reopened.recent_publish_digests(limit=100)) == 10
+    assert await reopened.append(entry(10)) == 11
+
+
+async def test_close_commits_what_was_queued(backend: Backend, storage: Storage) -> None:
+    futures = [storage.append(entry(n)) for n in range(500)]
+    await storage.close()
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == list(range(1, 501))
+    reopened = await backend.open()
+    assert await reopened.last_seq() == 500
+
+
+async def test_closed_storage_refuses_work(storage: Storage) -> None:
+    await storage.close()
+    await storage.close()  # idempotent
+    with pytest.raises(StorageError):
+        await storage.append(entry())
+    with pytest.raises(StorageError):
+        await storage.get_device("dev-1")
+    with pytest.raises(StorageError):
+        await storage.insert_device(device())
+
+
+async def test_open_twice_is_refused(storage: Storage) -> None:
+    with pytest.raises(StorageError, match="already open"):
+        await storage.open()
+
+
+async def test_commit_listener_sees_batches_in_commit_order(storage: Storage) -> None:
+    seen: list[tuple[int, list[bytes]]] = []
+    remove = storage.add_commit_listener(
+        lambda first, entries: seen.append((first, [e.payload for e in entries]))
+    )
+    entries = [entry(n) for n in range(300)]
+    await asyncio.gather(*(storage.append(e) for e in entries))
+    flat = [(first + i, payload) for first, payloads in seen for i, payload in enumerate(payloads)]
+    assert flat == [(n + 1, e.payload) for n, e in enumerate(entries)]
+    remove()
+    remove()  # idempotent
+    await storage.append(entry(300))
+    assert sum(len(p) for _, p in seen) == 300
+
+
+async def test_raising_commit_listener_harms_nobody(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_first: int, _entries: Sequence[LogEntry]) -> None:
+        raise RuntimeError("consumer bug")
+
+    later: list[int] = []
+    storage.add_commit_listener(broken)
+    storage.add_commit_listener(lambda first, _entries: later.append(first))
+    assert await storage.append(entry()) == 1
+    assert later == [1]
+    assert "commit listener failed" in caplog.text
+
+
+async def test_cancelled_append_is_still_stored_and_announced(storage: Storage) -> None:
+    announced: list[int] = []
+    storage.add_commit_listener(
+        lambda first, entries: announced.extend(range(first, first + len(entries)))
+    )
+    cancelled = storage.append(entry(0))
+    cancelled.cancel()
+    assert await storage.append(entry(1)) == 2
+    assert [m.seq for m in await storage.query_messages()] == [1, 2]
+    assert announced == [1, 2]
+
+
+async def test_statistics_start_empty(storage: Storage) -> None:
+    stats = storage.statistics()
+    assert (stats.commits, stats.committed_entries, stats.queued_entries) == (0, 0, 0)
+    assert stats.failed_commits == 0
+
+
+# --- the SQLite file --------------------------------------------------------------------------
+
+
+async def open_sqlite(path: Path, config: StorageConfig | None = None) -> SQLiteStorage:
+    storage = SQLiteStorage(path, config or StorageConfig(), FakeClock())
+    await storage.open()
+    return storage
+
+
+async def make_database(path: Path, entries: int = 0) -> None:
+    storage = await open_sqlite(path)
+    await storage.insert_device(device())
+    await asyncio.gather(*(storage.append(entry(n)) for n in range(entries)))
+    await storage.close()
+
+
+async def test_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    old = os.umask(0o022)
+    try:
+        storage = await open_sqlite(path)
+        await storage.append(entry())
+    finally:
+        os.umask(old)
+    files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert files == {"hub.db": 0o600, "hub.db-wal": 0o600, "hub.db-shm": 0o600}
+    await storage.close()
+
+
+async def test_permissive_modes_are_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path)
+    path.chmod(0o644)
+    storage = await open_sqlite(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    await storage.close()
+
+
+async def test_messages_table_has_no_secondary_index(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path)
+    conn = sqlite3.connect(path)
+    indexes = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'"
+    ).fetchall()
+    conn.close()
+    assert indexes == []
+
+
+async def test_leftover_from_interrupted_creation_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    (tmp_path / "hub.db.init").write_bytes(b"half-written")
+    storage = await open_sqlite(path)
+    assert await storage.count_tokens() == 0
+    await storage.close()
+    assert not (tmp_path / "hub.db.init").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "too short"),
+        (b"SQLite format 3\x00" + b"\x00" * 20, "too short"),
+        (b"this is not a database at all " * 100, "not a SQLite database"),
+    ],
+    ids=["empty", "header-only", "foreign-bytes"],
+)
+async def test_unreadable_file_is_refused(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "hub.db"
+    path.write_bytes(content)
+    with pytest.raises(CorruptDatabaseError, match=message):
+        await open_sqlite(path)
+    assert path.read_bytes() == content  # never "repaired" into an empty hub
+
+
+async def test_truncated_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path, entries=2000)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptDatabaseError, match="truncated"):
+        await open_sqlite(path)
+
+
+async def test_damaged_pages_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path, entries=2000)
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    for page in range(2, len(data) // page_size):
+        data[page * page_size : page * page_size + 8] = b"\xa5" * 8  # smash page headers
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptDatabaseError):
+        await open_sqlite(path)
+
+
+async def test_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE devices (device_id TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CorruptDatabaseError, match="not an ironhub database"):
+        await open_sqlite(path)
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CorruptDatabaseError, match="newer ironhub"):
+        await open_sqlite(path)
+
+
+async def test_older_unknown_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 0")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CorruptDatabaseError, match="unknown schema version 0"):
+        await open_sqlite(path)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE meta SET value = '7' WHERE key = 'schema_version'",
+        "DELETE FROM meta WHERE key = 'application'",
+        "DROP TABLE tokens",
+    ],
+    ids=["meta-version", "meta-application", "missing-table"],
+)
+async def test_inconsistent_schema_is_refused(tmp_path: Path, sql: str) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    with pytest.raises(CorruptDatabaseError):
+        await open_sqlite(path)
+
+
+async def test_header_identifies_ironhub(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_missing_directory_is_a_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError) as info:
+        await open_sqlite(tmp_path / "absent" / "hub.db")
+    assert not isinstance(info.value, CorruptDatabaseError)
+
+
+async def test_unknown_synchronous_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="synchronous"):
+        await open_sqlite(tmp_path / "hub.db", StorageConfig(synchronous="OFF"))
+    assert not (tmp_path / "hub.db").exists()
+
+
+async def test_corrupt_row_is_reported_not_guessed(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path, entries=1)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE devices SET auth_kind = 'password'")
+    conn.execute("UPDATE messages SET stream = 'nonsense'")
+    conn.commit()
+    conn.close()
+    storage = await open_sqlite(path)
+    with pytest.raises(CorruptDatabaseError):
+        await storage.get_device("dev-1")
+    with pytest.raises(CorruptDatabaseError):
+        await storage.query_messages()
+    await storage.close()

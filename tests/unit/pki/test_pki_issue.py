@@ -1,0 +1,272 @@
+"""Issuance: the hub CA, server certificates and device certificates."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store
+from tests.unit.pki.conftest import DAY, NOW, CertKit, HubCA
+
+from ironhub import pki
+from ironhub.errors import TrustError, ValidationError
+
+
+def ext(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension:  # type: ignore[type-arg]
+    return certificate.extensions.get_extension_for_class(kind)
+
+
+def common_names(certificate: x509.Certificate) -> list[str]:
+    return [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+# --- CA ------------------------------------------------------------------------------------
+
+
+def test_create_ca_profile(hub_ca: HubCA) -> None:
+    cert = hub_ca.cert
+    assert common_names(cert) == ["ironhub test CA"]
+    assert cert.issuer == cert.subject
+    cert.verify_directly_issued_by(cert)
+    assert isinstance(hub_ca.key.curve, ec.SECP256R1)
+    assert cert.not_valid_before_utc == NOW - pki.BACKDATE
+    assert cert.not_valid_after_utc == NOW + 3650 * DAY
+    assert cert.serial_number > 0
+    constraints = ext(cert, x509.BasicConstraints)
+    assert constraints.critical
+    assert constraints.value == x509.BasicConstraints(ca=True, path_length=0)
+    usage = ext(cert, x509.KeyUsage)
+    assert usage.critical
+    assert usage.value.key_cert_sign
+    assert usage.value.crl_sign
+    assert not usage.value.digital_signature
+    ski = ext(cert, x509.SubjectKeyIdentifier).value
+    aki = ext(cert, x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    assert pki.parse_ca_certificate(pki.certificate_pem(cert)) == cert
+
+
+def test_create_ca_serials_are_random() -> None:
+    _, first = pki.create_ca("a", now=NOW, validity_days=1)
+    _, second = pki.create_ca("a", now=NOW, validity_days=1)
+    assert first.serial_number != second.serial_number
+
+
+@pytest.mark.parametrize("name", ["", "x" * 65])
+def test_create_ca_refuses_bad_common_names(name: str) -> None:
+    with pytest.raises(ValidationError):
+        pki.create_ca(name, now=NOW)
+
+
+def test_create_ca_refuses_naive_time_and_bad_validity() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        pki.create_ca("ca", now=dt.datetime(2026, 1, 1))  # noqa: DTZ001
+    with pytest.raises(ValueError, match="validity_days"):
+        pki.create_ca("ca", now=NOW, validity_days=0)
+
+
+def test_create_ca_converts_other_time_zones_to_utc() -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    _, cert = pki.create_ca("ca", now=dt.datetime(2026, 1, 1, 2, tzinfo=plus_two))
+    assert cert.not_valid_before_utc == NOW - pki.BACKDATE
+
+
+# --- server certificates -------------------------------------------------------------------
+
+
+def test_server_certificate_profile(hub_ca: HubCA) -> None:
+    key, cert = pki.issue_server_certificate(
+        hub_ca.key,
+        hub_ca.cert,
+        ["Hub.Example.NET", "10.0.0.5", "localhost", "hub.example.net", "::1"],
+        now=NOW,
+    )
+    assert isinstance(key.curve, ec.SECP256R1)
+    assert common_names(cert) == ["Hub.Example.NET"]
+    assert cert.issuer == hub_ca.cert.subject
+    cert.verify_directly_issued_by(hub_ca.cert)
+    san = ext(cert, x509.SubjectAlternativeName)
+    assert not san.critical
+    assert list(san.value) == [
+        x509.DNSName("hub.example.net"),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.5")),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    assert ext(cert, x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.SERVER_AUTH]
+    )
+    assert ext(cert, x509.BasicConstraints).value.ca is False
+    assert ext(cert, x509.KeyUsage).value.digital_signature
+    aki = ext(cert, x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == ext(hub_ca.cert, x509.SubjectKeyIdentifier).value.digest
+    assert cert.not_valid_after_utc == NOW + 397 * DAY
+
+
+def test_server_certificate_verifies_as_a_tls_server(hub_ca: HubCA) -> None:
+    # The Web PKI server policy is what a strict TLS client applies (the SDK uses OpenSSL's).
+    _, cert = pki.issue_server_certificate(hub_ca.key, hub_ca.cert, ["hub.example.net"], now=NOW)
+    for subject in (
+        x509.DNSName("hub.example.net"),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ):
+        verifier = (
+            PolicyBuilder().store(Store([hub_ca.cert])).time(NOW).build_server_verifier(subject)
+        )
+        chain = verifier.verify(cert, [])
+        assert chain[-1] == hub_ca.cert
+
+
+def test_server_certificate_defaults(hub_ca: HubCA) -> None:
+    _, cert = pki.issue_server_certificate(hub_ca.key, hub_ca.cert, [], now=NOW)
+    assert common_names(cert) == ["localhost"]
+    assert list(ext(cert, x509.SubjectAlternativeName).value) == [
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+
+
+def test_server_certificate_with_a_long_first_name(hub_ca: HubCA) -> None:
+    long_name = ".".join(["a" * 60, "example", "net"])
+    _, cert = pki.issue_server_certificate(hub_ca.key, hub_ca.cert, [long_name], now=NOW)
+    assert len(cert.subject) == 0
+    san = ext(cert, x509.SubjectAlternativeName)
+    assert san.critical
+    assert x509.DNSName(long_name) in san.value
+
+
+@pytest.mark.parametrize(
+    "hostname",
+    [
+        "*.example.net",
+        "hub..example.net",
+        "-hub.example.net",
+        "hub-.example.net",
+        "hub_1.example.net",
+        "h\u00fcb.example.net",
+        "",
+        "a" * 64 + ".net",
+        ".".join(["abc"] * 64),  # longer than 253
+        "fe80::1%eth0",
+    ],
+)
+def test_server_certificate_refuses_bad_names(hub_ca: HubCA, hostname: str) -> None:
+    with pytest.raises(ValidationError):
+        pki.issue_server_certificate(hub_ca.key, hub_ca.cert, [hostname], now=NOW)
+
+
+def test_server_certificate_refuses_a_single_string(hub_ca: HubCA) -> None:
+    with pytest.raises(TypeError):
+        pki.issue_server_certificate(hub_ca.key, hub_ca.cert, "hub.example.net", now=NOW)
+
+
+def test_issuing_with_a_mismatched_ca_key_is_refused(hub_ca: HubCA, kit: CertKit) -> None:
+    with pytest.raises(TrustError, match="does not match"):
+        pki.issue_server_certificate(kit.key(), hub_ca.cert, ["hub"], now=NOW)
+    with pytest.raises(TrustError, match="does not match"):
+        pki.issue_device_certificate(kit.key(), hub_ca.cert, kit.key().public_key(), "d", now=NOW)
+
+
+def test_leaves_never_outlive_their_ca() -> None:
+    ca_key, ca_cert = pki.create_ca("short CA", now=NOW, validity_days=30)
+    _, server = pki.issue_server_certificate(ca_key, ca_cert, ["hub"], now=NOW)
+    assert server.not_valid_after_utc == ca_cert.not_valid_after_utc
+    device = pki.issue_device_certificate(
+        ca_key, ca_cert, ec.generate_private_key(ec.SECP256R1()).public_key(), "d", now=NOW
+    )
+    assert device.not_valid_after_utc == ca_cert.not_valid_after_utc
+
+
+def test_issuing_from_an_expired_ca_is_refused() -> None:
+    ca_key, ca_cert = pki.create_ca("old CA", now=NOW - 40 * DAY, validity_days=30)
+    with pytest.raises(TrustError, match="expired"):
+        pki.issue_server_certificate(ca_key, ca_cert, ["hub"], now=NOW)
+
+
+def test_aki_falls_back_to_the_ca_public_key(kit: CertKit) -> None:
+    ca_key, ca_cert = kit.ca("CA without SKI", ski=False)
+    _, cert = pki.issue_server_certificate(ca_key, ca_cert, ["hub"], now=NOW)
+    aki = ext(cert, x509.AuthorityKeyIdentifier).value
+    expected = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()).digest
+    assert aki.key_identifier == expected
+
+
+# --- device certificates -------------------------------------------------------------------
+
+
+def test_device_certificate_profile(hub_ca: HubCA) -> None:
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    cert = pki.issue_device_certificate(
+        hub_ca.key, hub_ca.cert, device_key.public_key(), "dev-1.a_b:c@d", now=NOW
+    )
+    assert common_names(cert) == ["dev-1.a_b:c@d"]
+    assert cert.public_key() == device_key.public_key()
+    cert.verify_directly_issued_by(hub_ca.cert)
+    assert ext(cert, x509.BasicConstraints).critical
+    assert ext(cert, x509.BasicConstraints).value.ca is False
+    usage = ext(cert, x509.KeyUsage)
+    assert usage.critical
+    assert usage.value.digital_signature
+    assert not usage.value.key_cert_sign
+    assert ext(cert, x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
+    assert cert.not_valid_after_utc == NOW + 365 * DAY
+    assert pki.verify_ca_signed_device(cert, trusted_cas=[hub_ca.cert], now=NOW) == "dev-1.a_b:c@d"
+
+
+def test_device_certificate_for_an_rsa_key(hub_ca: HubCA, rsa_2048: object) -> None:
+    cert = pki.issue_device_certificate(
+        hub_ca.key,
+        hub_ca.cert,
+        rsa_2048.public_key(),  # type: ignore[attr-defined]
+        "rsa-dev",
+        now=NOW,
+    )
+    assert pki.verify_ca_signed_device(cert, trusted_cas=[hub_ca.cert], now=NOW) == "rsa-dev"
+
+
+def test_device_certificate_refuses_weak_keys(hub_ca: HubCA, rsa_1024: object) -> None:
+    weak_keys = [
+        rsa_1024.public_key(),  # type: ignore[attr-defined]
+        ec.generate_private_key(ec.SECP256K1()).public_key(),
+        ed25519.Ed25519PrivateKey.generate().public_key(),
+    ]
+    for weak in weak_keys:
+        with pytest.raises(TrustError):
+            pki.issue_device_certificate(hub_ca.key, hub_ca.cert, weak, "dev1", now=NOW)
+
+
+@pytest.mark.parametrize("device_id", ["", "dev/1", "*", "dev 1", "+", "#", "a" * 65])
+def test_device_certificate_refuses_bad_ids(hub_ca: HubCA, device_id: str) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ValidationError):
+        pki.issue_device_certificate(hub_ca.key, hub_ca.cert, key.public_key(), device_id, now=NOW)
+    with pytest.raises(ValidationError):
+        pki.create_self_signed_device_certificate(device_id, now=NOW)
+
+
+def test_device_id_of_64_characters_fits_the_cn(hub_ca: HubCA) -> None:
+    _, cert = pki.create_self_signed_device_certificate("a" * 64, now=NOW)
+    assert pki.device_identity_from_certificate(cert) == "a" * 64
+
+
+def test_self_signed_device_certificate_profile() -> None:
+    key, cert = pki.create_self_signed_device_certificate("selfdev", now=NOW, validity_days=10)
+    assert isinstance(key.curve, ec.SECP256R1)
+    assert cert.public_key() == key.public_key()
+    assert cert.issuer == cert.subject
+    cert.verify_directly_issued_by(cert)
+    assert common_names(cert) == ["selfdev"]
+    assert ext(cert, x509.BasicConstraints).value.ca is False
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in ext(cert, x509.ExtendedKeyUsage).value
+    assert cert.not_valid_after_utc == NOW + 10 * DAY
+    assert pki.parse_self_signed_device_certificate(pki.certificate_pem(cert)) == cert
+    thumbprint = pki.thumbprint_sha256(cert)
+    assert pki.verify_thumbprint_device(cert, thumbprints=[thumbprint], now=NOW) == 0
