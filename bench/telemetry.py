@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import struct
 import subprocess
 import sys
@@ -1091,6 +1092,40 @@ def run_load(target: Target, args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+def combine_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several rounds: the median of every figure (lists from the median round)."""
+    if len(rounds) == 1:
+        return {**rounds[0], "rounds": 1}
+    by_tput = sorted(rounds, key=lambda r: r["messages_per_second"])
+    out = dict(by_tput[len(by_tput) // 2])
+
+    def med(values: list[Any]) -> Any:
+        nums = [v for v in values if isinstance(v, (int, float)) and v == v]
+        return statistics.median(nums) if nums else float("nan")
+
+    for key, value in out.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = med([r[key] for r in rounds])
+        elif isinstance(value, dict) and key in ("latency_ms", "commits"):
+            out[key] = {k: med([(r[key] or {}).get(k) for r in rounds]) for k in value}
+    out["generator_cpu_cores"] = [
+        med(list(col)) for col in zip(*(r["generator_cpu_cores"] for r in rounds), strict=True)
+    ]
+    out["errors"] = [e for r in rounds for e in r["errors"]]
+    out["rounds"] = len(rounds)
+    out["per_round"] = [
+        {
+            "messages_per_second": r["messages_per_second"],
+            "p50_ms": r["latency_ms"]["p50"],
+            "p99_ms": r["latency_ms"]["p99"],
+            "server_cpu_us_per_message": r["server_cpu_us_per_message"],
+            "other_processes_cores": r["other_processes_cores"],
+        }
+        for r in rounds
+    ]
+    return out
+
+
 def _fmt(v: float, spec: str) -> str:
     return "n/a" if v != v else format(v, spec)
 
@@ -1112,6 +1147,11 @@ def report(summary: dict[str, Any]) -> str:
             f"{load['payload_bytes']}-byte payload, QoS 1, clean_session 0, "
             f"{load['seconds']:g} s measured after {load['warmup_seconds']:g} s warm-up, "
             f"{load['procs']} generator processes, TLS requested: {load['tls']}"
+            + (
+                f", {load['rounds']} rounds in alternating order (medians shown)"
+                if load["rounds"] > 1
+                else ""
+            )
         ),
         (
             f"machine: nproc={mach['nproc']}, {mach['cpu']}, {mach['kernel']}, "
@@ -1119,7 +1159,7 @@ def report(summary: dict[str, Any]) -> str:
         ),
         "",
     ]
-    col = 22
+    col = 24
     header = f"{'':34}" + "".join(f"{n:>{col}}" for n in names)
     if len(names) == 2:
         header += f"{'ironhub/mosquitto':>{col}}"
@@ -1135,10 +1175,11 @@ def report(summary: dict[str, Any]) -> str:
         lines.append(text)
 
     row("TLS negotiated", lambda r: ",".join(r["tls"]), "")
+    row("TLS cipher", lambda r: ",".join(r["ciphers"]), "")
     row("throughput (PUBACKed msg/s)", lambda r: r["messages_per_second"], ",.0f", ratio=True)
     row(
         "  slowest / fastest second",
-        lambda r: f"{r['per_second_min']:,}/{r['per_second_max']:,}",
+        lambda r: f"{r['per_second_min']:,.0f}/{r['per_second_max']:,.0f}",
         "",
     )
     row("PUBACK latency p50 (ms)", lambda r: r["latency_ms"]["p50"], ".2f", ratio=True)
@@ -1185,6 +1226,10 @@ def report(summary: dict[str, Any]) -> str:
                 f"writer thread committing {c['writer_busy_fraction']:.0%} of the time"
             )
         lines.append(f"  bottleneck: {bottleneck(r)}")
+    ratios = summary.get("ratios_ironhub_over_mosquitto", {})
+    if len(ratios.get("throughput_per_round", [])) > 1:
+        per = " ".join(_fmt(x, ".2f") for x in ratios["throughput_per_round"])
+        lines.append(f"throughput ratio ironhub/mosquitto per round: {per}")
     lines.append(
         "note: Mosquitto acknowledges QoS 1 from memory and persists by periodic snapshots (no "
         "per-message fsync; with no subscriber it stores nothing per message), while ironhub "
@@ -1246,6 +1291,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-seconds", type=float, default=3.0, help="warm-up (default 3)")
     p.add_argument("--procs", type=int, default=2, help="generator processes (default 2)")
     p.add_argument("--target", choices=("both", "ironhub", "mosquitto"), default="both")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each target this many times, alternating the order; medians are reported",
+    )
     p.add_argument("--tls", choices=("auto", "1.2", "1.3"), default="auto", help="TLS version")
     p.add_argument(
         "--hostname", default="localhost", help="hub host name used in SAS tokens (ironhub)"
@@ -1262,6 +1313,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--window must be between 1 and 65000")
     if args.devices < 1 or args.procs < 1 or args.payload_bytes < 0:
         p.error("--devices and --procs must be >= 1, --payload-bytes >= 0")
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     if args.seconds <= 0 or args.warmup_seconds < 0:
         p.error("--seconds must be > 0 and --warmup-seconds >= 0")
     return args
@@ -1293,9 +1346,10 @@ def main(argv: list[str] | None = None) -> int:
             "procs": max(1, min(args.procs, args.devices)),
             "tls": args.tls,
             "order": order[args.target],
+            "rounds": args.rounds,
         },
         "machine": {
-            "nproc": os.cpu_count(),
+            "nproc": len(os.sched_getaffinity(0)),
             "cpu": _cpu_model(),
             "kernel": platform.release(),
             "python": platform.python_version(),
@@ -1307,34 +1361,49 @@ def main(argv: list[str] | None = None) -> int:
         "json_path": str(json_path),
     }
     status = 0
+    targets: dict[str, Target] = {}
+    per_round: dict[str, list[dict[str, Any]]] = {}
     try:
         for name in order[args.target]:
-            target: Target | None = None
             try:
                 print(f"[{name}] starting ...", file=sys.stderr, flush=True)
                 if name == "mosquitto":
-                    target = start_mosquitto(workdir, args.devices)
+                    targets[name] = start_mosquitto(workdir, args.devices)
                 else:
-                    target = start_ironhub(workdir, args.devices, args.hostname)
-                print(
-                    f"[{name}] pid {target.proc.pid} on {HOST}:{target.port}; "
-                    f"{args.warmup_seconds:g} s warm-up + {args.seconds:g} s measured ...",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                summary["results"][name] = run_load(target, args)
-                if target.proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {target.proc.returncode}")
+                    targets[name] = start_ironhub(workdir, args.devices, args.hostname)
+                per_round[name] = []
             except (Exception, urllib.error.URLError) as exc:
                 status = 1
                 summary["failures"][name] = f"{type(exc).__name__}: {exc}"
-                print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-                if target is not None and target.log.exists():
-                    tail = target.log.read_text(errors="replace")[-2000:]
-                    print(f"[{name}] log tail ({target.log}):\n{tail}", file=sys.stderr)
-            finally:
-                if target is not None:
-                    stop_process(target.proc)
+                print(f"[{name}] FAILED to start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for rnd in range(args.rounds):
+            # Alternate the order (A B, B A, ...) so drift on a noisy machine hits both.
+            names = [n for n in order[args.target] if n in targets]
+            for name in names if rnd % 2 == 0 else names[::-1]:
+                if name in summary["failures"]:
+                    continue
+                target = targets[name]
+                print(
+                    f"[{name}] round {rnd + 1}/{args.rounds}: pid {target.proc.pid} on "
+                    f"{HOST}:{target.port}; {args.warmup_seconds:g} s warm-up + "
+                    f"{args.seconds:g} s measured ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                try:
+                    per_round[name].append(run_load(target, args))
+                    if target.proc.poll() is not None:
+                        raise RuntimeError(f"{name} exited with code {target.proc.returncode}")
+                except (Exception, urllib.error.URLError) as exc:
+                    status = 1
+                    summary["failures"][name] = f"{type(exc).__name__}: {exc}"
+                    print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    if target.log.exists():
+                        tail = target.log.read_text(errors="replace")[-2000:]
+                        print(f"[{name}] log tail ({target.log}):\n{tail}", file=sys.stderr)
+        for name, rounds in per_round.items():
+            if rounds and name not in summary["failures"]:
+                summary["results"][name] = combine_rounds(rounds)
         res = summary["results"]
         if "ironhub" in res and "mosquitto" in res:
             i, m = res["ironhub"], res["mosquitto"]
@@ -1346,6 +1415,10 @@ def main(argv: list[str] | None = None) -> int:
                     i["server_cpu_us_per_message"], m["server_cpu_us_per_message"]
                 ),
                 "rss": _ratio(i["server_rss_mib"], m["server_rss_mib"]),
+                "throughput_per_round": [
+                    _ratio(a["messages_per_second"], b["messages_per_second"])
+                    for a, b in zip(per_round["ironhub"], per_round["mosquitto"], strict=False)
+                ],
             }
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -1354,6 +1427,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, why in summary["failures"].items():
             print(f"{name}: FAILED: {why}")
     finally:
+        for target in targets.values():
+            stop_process(target.proc)
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:

@@ -208,7 +208,7 @@ def _check_bind(host: str, where: str, *, allow_public: bool) -> None:
         )
 
 
-def load_config(
+def load_config(  # noqa: C901, PLR0912 - one linear pass over the sources
     data_dir: Path,
     *,
     environ: Mapping[str, str] | None = None,

@@ -30,9 +30,11 @@ from pathlib import Path
 
 import uvicorn
 from cryptography import x509
+from starlette.applications import Starlette
 
 from ironhub import pki
 from ironhub.access.tokens import TokenService
+from ironhub.api import close_streams
 from ironhub.api.app import create_app
 from ironhub.clock import SYSTEM_CLOCK, Clock
 from ironhub.config import HubConfig
@@ -146,7 +148,9 @@ def _url_host(host: str) -> str:
         return host
 
 
-def _server_cert_covers(cert: x509.Certificate, hostnames: tuple[str, ...], now: dt.datetime) -> bool:
+def _server_cert_covers(
+    cert: x509.Certificate, hostnames: tuple[str, ...], now: dt.datetime
+) -> bool:
     if cert.not_valid_after_utc - now < dt.timedelta(days=_SERVER_CERT_RENEW_DAYS):
         return False
     try:
@@ -333,12 +337,15 @@ class RunningHub:
 
     services: Services
     endpoint: DeviceEndpoint
+    app: Starlette
     api: _EmbeddedUvicorn
     api_task: asyncio.Task[None]
     info: ServeInfo
 
     async def stop(self) -> None:
         """Stop the listeners, flush the log and close storage."""
+        # Live SSE tails would otherwise keep uvicorn waiting for them to end.
+        close_streams(self.app)
         self.api.should_exit = True
         await self.endpoint.stop()
         with contextlib.suppress(asyncio.CancelledError):
@@ -367,8 +374,9 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
     services.endpoint = endpoint
     await endpoint.start()
 
+    app = create_app(services)
     api_config = uvicorn.Config(
-        create_app(services),
+        app,
         host=config.api.host,
         port=config.api.port,
         ssl_certfile=str(files.server_cert),
@@ -376,6 +384,7 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
         log_level="warning",
         lifespan="off",
         access_log=False,
+        server_header=False,
         timeout_keep_alive=5,
         h11_max_incomplete_event_size=16 * 1024,
     )
@@ -398,7 +407,7 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
         api_url=f"https://{_url_host(config.api.host)}:{api_port}",
         first_admin_token=token,
     )
-    return RunningHub(services, endpoint, api, api_task, info)
+    return RunningHub(services, endpoint, app, api, api_task, info)
 
 
 async def _serve_async(config: HubConfig, on_ready: Callable[[ServeInfo], None] | None) -> None:

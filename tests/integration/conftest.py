@@ -327,11 +327,11 @@ def _serve_api(
             raise failure[0]
 
 
-HubFactory = Callable[..., APIHub]
+APIHubFactory = Callable[..., APIHub]
 
 
 @pytest.fixture
-def api_hub_factory(tmp_path: Path, api_pki: APIPKI) -> Iterator[HubFactory]:
+def api_hub_factory(tmp_path: Path, api_pki: APIPKI) -> Iterator[APIHubFactory]:
     """Start API servers with chosen limits; all are stopped at the end of the test."""
     with contextlib.ExitStack() as stack:
         counter = iter(range(100))
@@ -363,6 +363,6 @@ def api_hub_factory(tmp_path: Path, api_pki: APIPKI) -> Iterator[HubFactory]:
 
 
 @pytest.fixture
-def api_hub(api_hub_factory: HubFactory) -> APIHub:
+def api_hub(api_hub_factory: APIHubFactory) -> APIHub:
     """A running API server with generous auth-failure limits."""
     return api_hub_factory()

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, Self
 
 import pytest
-from tests.integration.conftest import API_HOSTNAME, APIHub, APIResponse, HubFactory
+from tests.integration.conftest import API_HOSTNAME, APIHub, APIHubFactory, APIResponse
 
 from ironhub import pki
 from ironhub.api import close_streams
@@ -557,7 +557,7 @@ def test_tail_filters_by_stream(api_hub: APIHub) -> None:
         assert tail.next_event()["id"] == str(seq)
 
 
-def test_tail_concurrency_is_capped(api_hub_factory: HubFactory) -> None:
+def test_tail_concurrency_is_capped(api_hub_factory: APIHubFactory) -> None:
     hub = api_hub_factory(max_tail_clients=2)
     readers = [SSEReader(hub), SSEReader(hub)]
     try:
@@ -615,6 +615,17 @@ def test_tail_ends_when_the_hub_closes_streams(api_hub: APIHub) -> None:
         assert tail.next_event()["event"] == "closed"
     wait_for(lambda: api_hub.tail_count() == 0)
     assert_error(api_hub.request("GET", "/messages/tail"), 429)
+
+
+def test_head_requests(api_hub: APIHub) -> None:
+    head = api_hub.request("HEAD", "/devices")
+    assert head.status == 200
+    assert head.body == b""
+    tail = api_hub.request("HEAD", "/messages/tail")
+    assert tail.status == 200
+    assert tail.headers["content-type"].startswith("text/event-stream")
+    assert api_hub.tail_count() == 0
+    assert_error(api_hub.request("GET", "/devices", token=None), 401)
 
 
 def test_tail_query_is_validated(api_hub: APIHub) -> None:
@@ -732,7 +743,7 @@ def test_roles_are_enforced(api_hub: APIHub) -> None:
 
 
 def test_repeated_failures_are_throttled_before_the_token_is_checked(
-    api_hub_factory: HubFactory,
+    api_hub_factory: APIHubFactory,
 ) -> None:
     hub = api_hub_factory(auth_failures_per_minute=3)
     for _ in range(3):
@@ -783,7 +794,7 @@ def test_oversized_chunked_body_is_413(api_hub: APIHub) -> None:
         conn.close()
 
 
-def test_slow_body_times_out(api_hub_factory: HubFactory) -> None:
+def test_slow_body_times_out(api_hub_factory: APIHubFactory) -> None:
     hub = api_hub_factory(body_timeout_seconds=0.3)
     context = hub.ssl_context()
     with (

@@ -37,7 +37,9 @@ async def wait_for_messages(
     while True:
         found = await hub.services.log.query(device_id=device_id, stream=stream, limit=1000)
         if where:
-            found = [m for m in found if all(dict(m.properties).get(k) == v for k, v in where.items())]
+            found = [
+                m for m in found if all(dict(m.properties).get(k) == v for k, v in where.items())
+            ]
         if len(found) >= count or loop.time() > deadline:
             return found
         await asyncio.sleep(0.02)
@@ -69,7 +71,10 @@ async def test_security_marker_routes_to_security_stream(hub: RunningHub, kit: D
     topic = TOPIC.format("sec1") + "%24.ifid=urn%3Aazureiot%3ASecurity%3ASecurityAgent%3A1"
     await dev.publish(topic, b'{"event": "usb"}')
     msgs = await wait_for_messages(
-        hub, device_id="sec1", stream=Stream.SECURITY, where={"$.ifid": "urn:azureiot:Security:SecurityAgent:1"}
+        hub,
+        device_id="sec1",
+        stream=Stream.SECURITY,
+        where={"$.ifid": "urn:azureiot:Security:SecurityAgent:1"},
     )
     assert msgs and msgs[0].payload == b'{"event": "usb"}'
     telemetry = await hub.services.log.query(device_id="sec1", stream=Stream.TELEMETRY)
@@ -126,7 +131,11 @@ async def test_expired_token_and_unknown_device_and_wrong_host(
     creds = await kit.create_sas("dev3")
     with pytest.raises(ConnectRefused) as refused:
         await TestDevice.connect(
-            kit.host, kit.port, kit.ctx, client_id="dev3", username=creds.username(),
+            kit.host,
+            kit.port,
+            kit.ctx,
+            client_id="dev3",
+            username=creds.username(),
             password=creds.password(expiry=1000),
         )
     assert refused.value.code == 5
@@ -138,7 +147,9 @@ async def test_expired_token_and_unknown_device_and_wrong_host(
         await kit.connect(elsewhere)
     reasons = {
         dict(m.properties)["reason"]
-        for m in await wait_for_messages(hub, stream=Stream.SECURITY, count=3, where={"event": "auth-failed"})
+        for m in await wait_for_messages(
+            hub, stream=Stream.SECURITY, count=3, where={"event": "auth-failed"}
+        )
     }
     assert {"expired", "unknown-device", "wrong-hostname"} <= reasons
 
@@ -147,14 +158,22 @@ async def test_client_id_must_match_username_and_be_valid(hub: RunningHub, kit: 
     creds = await kit.create_sas("dev4")
     with pytest.raises(ConnectRefused) as refused:
         await TestDevice.connect(
-            kit.host, kit.port, kit.ctx, client_id="other", username=creds.username(),
+            kit.host,
+            kit.port,
+            kit.ctx,
+            client_id="other",
+            username=creds.username(),
             password=creds.password(),
         )
     assert refused.value.code == 5
     for bad_id in ("dev#", "a/b", "+", "dev\x01"):
         with pytest.raises(ConnectRefused) as refused:
             await TestDevice.connect(
-                kit.host, kit.port, kit.ctx, client_id=bad_id, username=creds.username(),
+                kit.host,
+                kit.port,
+                kit.ctx,
+                client_id=bad_id,
+                username=creds.username(),
                 password=creds.password(),
             )
         assert refused.value.code == 2
@@ -198,7 +217,9 @@ async def test_takeover_closes_the_older_connection(hub: RunningHub, kit: Device
     second = await kit.connect(creds)
     assert await first.wait_closed(timeout=2.0)
     await second.ping()
-    events = await wait_for_messages(hub, device_id="twin", stream=Stream.LIFECYCLE, where={"event": "takeover"})
+    events = await wait_for_messages(
+        hub, device_id="twin", stream=Stream.LIFECYCLE, where={"event": "takeover"}
+    )
     props = dict(events[0].properties)
     assert props["old_peer"] != props["new_peer"]
     await second.close()
@@ -248,7 +269,9 @@ async def test_subscribe_outside_namespace_closes(
 
     dev.send(Subscribe(1, tuple((f, 1) for f in filters)))
     assert await dev.wait_closed()
-    events = await wait_for_messages(hub, stream=Stream.SECURITY, where={"event": "subscribe-denied"})
+    events = await wait_for_messages(
+        hub, stream=Stream.SECURITY, where={"event": "subscribe-denied"}
+    )
     assert events
 
 
@@ -269,7 +292,9 @@ async def test_connect_deadline_and_keepalive(hub_factory: HubFactory) -> None:
     # Keep-alive 0 is clamped to the maximum (1 s): idle for 1.5 s closes the connection.
     dev = await kit.connect(creds, keep_alive=0)
     assert await dev.wait_closed(timeout=4)
-    events = await wait_for_messages(hub, stream=Stream.SECURITY, where={"event": "connect-timeout"})
+    events = await wait_for_messages(
+        hub, stream=Stream.SECURITY, where={"event": "connect-timeout"}
+    )
     assert events
 
 
@@ -311,8 +336,11 @@ async def test_will_is_refused(hub: RunningHub, kit: DeviceKit) -> None:
     dev = await TestDevice.open(kit.host, kit.port, kit.ctx)
     dev.send(
         Connect(
-            client_id="willdev", keep_alive_seconds=60, clean_session=True,
-            username=creds.username(), password=creds.password(),
+            client_id="willdev",
+            keep_alive_seconds=60,
+            clean_session=True,
+            username=creds.username(),
+            password=creds.password(),
             will=Will("devices/willdev/messages/events/", b"bye", 1, False),
         )
     )
@@ -338,15 +366,21 @@ async def test_x509_ca_signed_device(hub: RunningHub, kit: DeviceKit, tmp_path: 
     await asyncio.sleep(0.2)  # the TLS trust store is rebuilt after registry changes
     ctx = client_tls_context(hub.info.ca_path, certfile=certfile, keyfile=keyfile)
     username = f"{hub.services.config.hostname}/x509dev/?api-version=2019-10-01"
-    dev = await TestDevice.connect(kit.host, kit.port, ctx, client_id="x509dev", username=username, password=None)
+    dev = await TestDevice.connect(
+        kit.host, kit.port, ctx, client_id="x509dev", username=username, password=None
+    )
     await dev.publish(TOPIC.format("x509dev"), b"signed")
     await dev.close()
     # The same certificate cannot claim another identity.
     await hub.services.registry.create_device("x509other", AuthKind.X509_CA)
     with pytest.raises(ConnectRefused):
         await TestDevice.connect(
-            kit.host, kit.port, ctx, client_id="x509other",
-            username=f"{hub.services.config.hostname}/x509other/?api-version=2019-10-01", password=None,
+            kit.host,
+            kit.port,
+            ctx,
+            client_id="x509other",
+            username=f"{hub.services.config.hostname}/x509other/?api-version=2019-10-01",
+            password=None,
         )
 
 
@@ -361,7 +395,9 @@ async def test_x509_thumbprint_device(hub: RunningHub, kit: DeviceKit, tmp_path:
     await asyncio.sleep(0.2)
     ctx = client_tls_context(hub.info.ca_path, certfile=certfile, keyfile=keyfile)
     username = f"{hub.services.config.hostname}/selfdev/?api-version=2019-10-01"
-    dev = await TestDevice.connect(kit.host, kit.port, ctx, client_id="selfdev", username=username, password=None)
+    dev = await TestDevice.connect(
+        kit.host, kit.port, ctx, client_id="selfdev", username=username, password=None
+    )
     await dev.publish(TOPIC.format("selfdev"), b"thumb")
     await dev.close()
     # An unknown self-signed certificate fails the TLS handshake or authentication.
@@ -372,10 +408,14 @@ async def test_x509_thumbprint_device(hub: RunningHub, kit: DeviceKit, tmp_path:
         keyfile=_write_pem(tmp_path / "o.key", pki.private_key_pem(other_key)),
     )
     with pytest.raises((ConnectRefused, ssl.SSLError, ConnectionError)):
-        await TestDevice.connect(kit.host, kit.port, ctx2, client_id="selfdev", username=username, password=None)
+        await TestDevice.connect(
+            kit.host, kit.port, ctx2, client_id="selfdev", username=username, password=None
+        )
 
 
-async def test_restart_keeps_devices_keys_and_messages(hub_factory: HubFactory, tmp_path: Path) -> None:
+async def test_restart_keeps_devices_keys_and_messages(
+    hub_factory: HubFactory, tmp_path: Path
+) -> None:
     data = tmp_path / "persist"
     hub = await hub_factory(data_dir=data)
     kit = DeviceKit(hub)
@@ -392,3 +432,31 @@ async def test_restart_keeps_devices_keys_and_messages(hub_factory: HubFactory, 
     await dev.close()
     msgs = await hub2.services.log.query(device_id="keeper", stream=Stream.TELEMETRY)
     assert [m.payload for m in msgs] == [b"before", b"after"]
+
+
+async def test_removing_a_ca_drops_sessions_it_authenticated(
+    hub: RunningHub, kit: DeviceKit, tmp_path: Path
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = pki.create_ca("line CA", now=now)
+    ca = await hub.services.registry.add_ca(pki.certificate_pem(ca_cert).decode())
+    await hub.services.registry.create_device("x509gone", AuthKind.X509_CA)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = pki.issue_device_certificate(ca_key, ca_cert, key.public_key(), "x509gone", now=now)
+    ctx = client_tls_context(
+        hub.info.ca_path,
+        certfile=_write_pem(tmp_path / "g.pem", pki.certificate_pem(cert)),
+        keyfile=_write_pem(tmp_path / "g.key", pki.private_key_pem(key)),
+    )
+    await asyncio.sleep(0.2)
+    username = f"{hub.services.config.hostname}/x509gone/?api-version=2019-10-01"
+    dev = await TestDevice.connect(
+        kit.host, kit.port, ctx, client_id="x509gone", username=username, password=None
+    )
+    await dev.ping()
+    await hub.services.registry.remove_ca(ca.fingerprint)
+    assert await dev.wait_closed(timeout=2.0)
+    events = await wait_for_messages(
+        hub, stream=Stream.SECURITY, where={"event": "session-revoked"}
+    )
+    assert events

@@ -36,7 +36,9 @@ _addresses = itertools.count(2)
 
 def sdk_python() -> Path:
     path = Path(os.environ.get("IRONHUB_SDK_PYTHON", ROOT / ".venv-sdk" / "bin" / "python"))
-    require_service("azure-iot-device virtualenv", path.exists(), f"{path} does not exist (run make test)")
+    require_service(
+        "azure-iot-device virtualenv", path.exists(), f"{path} does not exist (run make test)"
+    )
     return path
 
 
@@ -91,8 +93,11 @@ async def run_sdk() -> AsyncIterator[object]:
 
     async def start(scenario: dict[str, object]) -> SdkDevice:
         proc = await asyncio.create_subprocess_exec(
-            str(python), str(SCRIPT), json.dumps(scenario),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            str(python),
+            str(SCRIPT),
+            json.dumps(scenario),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         procs.append(proc)
         return SdkDevice(proc)
@@ -111,11 +116,15 @@ def connection_string(hub: RunningHub, device_id: str, key: str) -> str:
 async def test_sas_device_sends_telemetry_with_properties(sdk_hub: RunningHub, run_sdk) -> None:
     created = await sdk_hub.services.registry.create_device("sdk-sas")
     assert created.primary_key
-    dev = await run_sdk({
-        "auth": "sas", "ca_file": str(sdk_hub.info.ca_path),
-        "connection_string": connection_string(sdk_hub, "sdk-sas", created.primary_key),
-        "messages": 3, "properties": {"temperatureAlert": "true", "unit": "°C x"},
-    })
+    dev = await run_sdk(
+        {
+            "auth": "sas",
+            "ca_file": str(sdk_hub.info.ca_path),
+            "connection_string": connection_string(sdk_hub, "sdk-sas", created.primary_key),
+            "messages": 3,
+            "properties": {"temperatureAlert": "true", "unit": "°C x"},
+        }
+    )
     assert (await dev.until("done"))["event"] == "done", dev.events
     assert await dev.finish() == 0
     sent_ids = [e["message_id"] for e in dev.events if e["event"] == "sent"]
@@ -134,30 +143,41 @@ async def test_sas_device_sends_telemetry_with_properties(sdk_hub: RunningHub, r
 async def test_wrong_key_gives_credential_error(sdk_hub: RunningHub, run_sdk) -> None:
     await sdk_hub.services.registry.create_device("sdk-bad")
     wrong = base64.b64encode(b"w" * 32).decode()
-    dev = await run_sdk({
-        "auth": "sas", "ca_file": str(sdk_hub.info.ca_path),
-        "connection_string": connection_string(sdk_hub, "sdk-bad", wrong),
-    })
+    dev = await run_sdk(
+        {
+            "auth": "sas",
+            "ca_file": str(sdk_hub.info.ca_path),
+            "connection_string": connection_string(sdk_hub, "sdk-bad", wrong),
+        }
+    )
     event = await dev.until("connected")
     assert event == {"event": "error", "type": "CredentialError", "cause": event["cause"]}
     await dev.finish()
 
 
-async def test_disabled_device_is_refused_and_disabling_drops_it(sdk_hub: RunningHub, run_sdk) -> None:
+async def test_disabled_device_is_refused_and_disabling_drops_it(
+    sdk_hub: RunningHub, run_sdk
+) -> None:
     created = await sdk_hub.services.registry.create_device("sdk-dis")
     assert created.primary_key
     scenario = {
-        "auth": "sas", "ca_file": str(sdk_hub.info.ca_path),
+        "auth": "sas",
+        "ca_file": str(sdk_hub.info.ca_path),
         "connection_string": connection_string(sdk_hub, "sdk-dis", created.primary_key),
-        "messages": 1, "wait_disconnect": 20,
+        "messages": 1,
+        "wait_disconnect": 20,
     }
     dev = await run_sdk(scenario)
     assert (await dev.until("waiting"))["event"] == "waiting", dev.events
     loop = asyncio.get_running_loop()
-    started = loop.time()
     await sdk_hub.services.registry.set_state("sdk-dis", DeviceState.DISABLED)
+    # The hub drops the live connection within 1 s (issue 2); measured on the hub side,
+    # because the SDK's own notice depends on its worker threads and the machine's load.
+    deadline = loop.time() + 1.0
+    while any(c.device_id == "sdk-dis" for c in sdk_hub.endpoint.connections()):
+        assert loop.time() < deadline, "live connection not dropped within 1 s"
+        await asyncio.sleep(0.01)
     assert (await dev.until("dropped"))["event"] == "dropped", dev.events
-    assert loop.time() - started < 5  # the hub closes within 1 s; the SDK notices promptly
     await dev.finish()
     again = await run_sdk({**scenario, "messages": 0, "wait_disconnect": 0})
     event = await again.until("connected")
@@ -169,11 +189,16 @@ async def test_sas_token_renewal_keeps_the_device_working(sdk_hub: RunningHub, r
     created = await sdk_hub.services.registry.create_device("sdk-renew")
     assert created.primary_key
     # The SDK renews 120 s before expiry: a 125 s token is renewed after ~5 s.
-    dev = await run_sdk({
-        "auth": "sas", "ca_file": str(sdk_hub.info.ca_path),
-        "connection_string": connection_string(sdk_hub, "sdk-renew", created.primary_key),
-        "messages": 10, "interval": 1, "sastoken_ttl": 125,
-    })
+    dev = await run_sdk(
+        {
+            "auth": "sas",
+            "ca_file": str(sdk_hub.info.ca_path),
+            "connection_string": connection_string(sdk_hub, "sdk-renew", created.primary_key),
+            "messages": 10,
+            "interval": 1,
+            "sastoken_ttl": 125,
+        }
+    )
     assert (await dev.until("done", timeout=90))["event"] == "done", dev.events
     msgs = await sdk_hub.services.log.query(device_id="sdk-renew", stream=Stream.TELEMETRY)
     assert [json.loads(m.payload)["n"] for m in msgs] == list(range(10))
@@ -198,17 +223,23 @@ async def test_x509_ca_signed_and_thumbprint_devices(
     cert = pki.issue_device_certificate(ca_key, ca_cert, key.public_key(), "sdk-x509", now=now)
     self_key, self_cert = pki.create_self_signed_device_certificate("sdk-thumb", now=now)
     await sdk_hub.services.registry.create_device(
-        "sdk-thumb", AuthKind.X509_THUMBPRINT, certificates_pem=(pki.certificate_pem(self_cert).decode(),)
+        "sdk-thumb",
+        AuthKind.X509_THUMBPRINT,
+        certificates_pem=(pki.certificate_pem(self_cert).decode(),),
     )
     await asyncio.sleep(0.3)  # trust store rebuild after registry changes
     for device_id, c, k in (("sdk-x509", cert, key), ("sdk-thumb", self_cert, self_key)):
-        dev = await run_sdk({
-            "auth": "x509", "ca_file": str(sdk_hub.info.ca_path),
-            "hostname": sdk_hub.services.config.hostname, "device_id": device_id,
-            "cert_file": _write(tmp_path / f"{device_id}.pem", pki.certificate_pem(c)),
-            "key_file": _write(tmp_path / f"{device_id}.key", pki.private_key_pem(k)),
-            "messages": 2,
-        })
+        dev = await run_sdk(
+            {
+                "auth": "x509",
+                "ca_file": str(sdk_hub.info.ca_path),
+                "hostname": sdk_hub.services.config.hostname,
+                "device_id": device_id,
+                "cert_file": _write(tmp_path / f"{device_id}.pem", pki.certificate_pem(c)),
+                "key_file": _write(tmp_path / f"{device_id}.key", pki.private_key_pem(k)),
+                "messages": 2,
+            }
+        )
         assert (await dev.until("done"))["event"] == "done", dev.events
         msgs = await sdk_hub.services.log.query(device_id=device_id, stream=Stream.TELEMETRY)
         assert len(msgs) == 2
@@ -217,6 +248,8 @@ async def test_x509_ca_signed_and_thumbprint_devices(
 async def test_sdk_runs_from_its_own_interpreter() -> None:
     # Guard: the main environment must not carry paho-mqtt (the SDK pins paho<2).
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import importlib.util,sys; sys.exit(importlib.util.find_spec('paho') is not None)"
+        sys.executable,
+        "-c",
+        "import importlib.util,sys; sys.exit(importlib.util.find_spec('paho') is not None)",
     )
     assert await proc.wait() == 0

@@ -83,10 +83,17 @@ class TestDevice:
         ctx: ssl.SSLContext | None,
         *,
         server_hostname: str | None = "localhost",
+        local_addr: tuple[str, int] | None = None,
     ) -> TestDevice:
+        # ``local_addr`` picks the source address (e.g. ("127.0.0.2", 0)), so hostile tests can
+        # play several sources on loopback; ``None`` leaves the choice to the OS as before.
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
-                host, port, ssl=ctx, server_hostname=server_hostname if ctx else None
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=server_hostname if ctx else None,
+                local_addr=local_addr,
             ),
             10,
         )
@@ -104,8 +111,9 @@ class TestDevice:
         password: bytes | None,
         keep_alive: int = 60,
         clean_session: bool = False,
+        local_addr: tuple[str, int] | None = None,
     ) -> TestDevice:
-        dev = await cls.open(host, port, ctx)
+        dev = await cls.open(host, port, ctx, local_addr=local_addr)
         dev.send(
             Connect(
                 client_id=client_id,
@@ -147,7 +155,15 @@ class TestDevice:
             raise AssertionError(f"expected {kind.__name__}, got {packet!r}")
         return packet
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, dup: bool = False, packet_id: int | None = None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        dup: bool = False,
+        packet_id: int | None = None,
+    ) -> None:
         pid = (packet_id or self.packet_id()) if qos else None
         self.send(Publish(topic=topic, payload=payload, qos=qos, dup=dup, packet_id=pid))
         await self.writer.drain()

@@ -342,6 +342,9 @@ async def tail_messages(ctx: Context) -> Response:
     """``GET /messages/tail``: Server-Sent Events, one per message committed from now on."""
     device = _query_device(ctx)
     stream = _query_choice(ctx, "stream", _STREAMS)
+    if ctx.request.method == "HEAD":
+        # A HEAD gets the headers of a tail without opening one (it would never end).
+        return Response(media_type="text/event-stream")
     tails = ctx.state.tails
     tails.acquire()
     try:

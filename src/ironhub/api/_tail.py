@@ -173,7 +173,11 @@ class _TailStream:
             return
         self._closed = True
         for task in self._tasks:
-            task.cancel()
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                # Mark a result we no longer want as retrieved (no "never retrieved" noise).
+                task.exception()
         self._tasks.clear()
         try:
             self._subscription.close()

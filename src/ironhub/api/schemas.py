@@ -10,9 +10,9 @@ Timestamps are seconds since the Unix epoch (floats), as stored. Nothing here ev
 sealed key, a token hash or a token secret, except the fields whose docstrings say they are
 shown once (``primary_key``, ``secondary_key``, ``key``, ``connection_string``).
 
-Note: this module deliberately does not use ``from __future__ import annotations`` tricks that
-hide names from runtime: msgspec resolves the annotations when it first encodes or decodes a
-type, so every name used in an annotation is imported at runtime.
+msgspec resolves the (string) annotations of these classes when it first encodes or decodes
+them, so every name used in an annotation here is imported at runtime, never under
+``TYPE_CHECKING``.
 """
 
 from __future__ import annotations

@@ -61,13 +61,17 @@ class Authenticated:
         device_id: the identity (equal to the MQTT client id).
         auth_kind: how it proved it.
         credential_slot: 0 primary / 1 secondary key or thumbprint; ``None`` for CA-signed.
-        expires_at: wall-clock deadline of the credential (SAS ``se``), or ``None``.
+        expires_at: wall-clock deadline of the credential (SAS ``se`` or the certificate's
+            ``notAfter``), or ``None``.
+        certificate_der: the client certificate that authenticated, kept so that live
+            sessions can be re-checked when trust changes (a CA is removed).
     """
 
     device_id: str
     auth_kind: AuthKind
     credential_slot: int | None
     expires_at: float | None
+    certificate_der: bytes | None = None
 
 
 class AuthRefused(Exception):  # noqa: N818 - a refusal, not an error of ours
@@ -128,7 +132,9 @@ class Authenticator:
         if client_id is not None:
             self._by_identity.record(client_id, now)
 
-    async def _check(self, connect: Connect, peer_certificate_der: bytes | None) -> Authenticated:
+    async def _check(  # noqa: C901, PLR0912 - the checks are one ordered list
+        self, connect: Connect, peer_certificate_der: bytes | None
+    ) -> Authenticated:
         if connect.username is None:
             raise AuthenticationError("missing-username")
         if azure.is_dps_username(connect.username):
@@ -172,18 +178,42 @@ class Authenticator:
             raise AuthenticationError("bad-certificate") from None
         now = datetime.fromtimestamp(self._clock.time(), tz=UTC)
         try:
+            expires_at = leaf.not_valid_after_utc.timestamp()
             if record.auth_kind is AuthKind.X509_CA:
-                cas = [parse_certificate_pem(c.pem) for c in await self._registry.list_cas()]
-                device_id = verify_ca_signed_device(leaf, trusted_cas=cas, now=now)
-                if device_id != record.device_id:
-                    raise AuthenticationError("certificate-identity-mismatch")
-                return Authenticated(record.device_id, record.auth_kind, None, None)
+                await self._verify_ca_signed(leaf, record.device_id, now)
+                return Authenticated(
+                    record.device_id, record.auth_kind, None, expires_at, peer_certificate_der
+                )
             if record.auth_kind is AuthKind.X509_THUMBPRINT:
                 thumbprints = [
                     t for t in (record.primary_thumbprint, record.secondary_thumbprint) if t
                 ]
                 slot = verify_thumbprint_device(leaf, thumbprints=thumbprints, now=now)
-                return Authenticated(record.device_id, record.auth_kind, slot, None)
+                return Authenticated(
+                    record.device_id, record.auth_kind, slot, expires_at, peer_certificate_der
+                )
         except TrustError as exc:
             raise AuthenticationError("certificate-refused", str(exc)) from None
         raise AuthenticationError("wrong-auth-kind")
+
+    async def _verify_ca_signed(
+        self, leaf: x509.Certificate, device_id: str, now: datetime
+    ) -> None:
+        cas = [parse_certificate_pem(c.pem) for c in await self._registry.list_cas()]
+        if verify_ca_signed_device(leaf, trusted_cas=cas, now=now) != device_id:
+            raise AuthenticationError("certificate-identity-mismatch")
+
+    async def recheck(self, auth: Authenticated) -> None:
+        """Re-check a live session's certificate against the current CAs.
+
+        Raises:
+            AuthenticationError: the certificate no longer chains to a registered CA.
+        """
+        if auth.auth_kind is not AuthKind.X509_CA or auth.certificate_der is None:
+            return
+        leaf = x509.load_der_x509_certificate(auth.certificate_der)
+        now = datetime.fromtimestamp(self._clock.time(), tz=UTC)
+        try:
+            await self._verify_ca_signed(leaf, auth.device_id, now)
+        except TrustError as exc:
+            raise AuthenticationError("certificate-refused", str(exc)) from None

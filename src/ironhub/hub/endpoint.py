@@ -11,7 +11,7 @@ Theory of operation, one connection::
 
     CONNECTED: PUBLISH ──authz──▶ log.append (group commit) ──committed──▶ PUBACK, in order
                SUBSCRIBE ──authz per filter──▶ SUBACK, or close on any forbidden filter
-               PINGREQ ──▶ PINGRESP;  DISCONNECT / idle 1.5 × keep-alive / token expiry /
+               PINGREQ ──▶ PINGRESP;  DISCONNECT / idle 1.5x keep-alive / token expiry /
                device disabled or deleted / protocol error ──▶ close
 
 Data flows one way (ARCHITECTURE.md): this endpoint only appends to the message log; it never
@@ -58,6 +58,7 @@ from ironhub.codec.mqtt import (
     Unsubscribe,
 )
 from ironhub.errors import (
+    AuthenticationError,
     AuthorizationError,
     RemoteProtocolError,
     StorageError,
@@ -68,7 +69,7 @@ from ironhub.hub.authn import Authenticated, Authenticator, AuthRefused
 from ironhub.hub.ratelimit import KeyedTokenBuckets, TokenBucket
 from ironhub.registry.service import KEY_SLOTS
 from ironhub.services import ConnectionInfo
-from ironhub.storage.interfaces import LogEntry, Stream
+from ironhub.storage.interfaces import AuthKind, LogEntry, Stream
 
 if TYPE_CHECKING:
     from ironhub.registry.service import DeviceChange
@@ -145,6 +146,8 @@ class DeviceEndpoint:
         self._refused_total = 0
         self._events_suppressed = 0
         services.registry.add_listener(self._on_device_change)
+        services.registry.add_trust_listener(self._on_trust_change)
+        self._recheck_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -288,7 +291,9 @@ class DeviceEndpoint:
             return
         props = [("event", event), ("peer", peer_host)]
         props.extend(fields.items())
-        logger.info("security event=%s peer=%s device_id=%s %s", event, peer_host, device_id, fields)
+        logger.info(
+            "security event=%s peer=%s device_id=%s %s", event, peer_host, device_id, fields
+        )
         self._append(
             LogEntry(
                 stream=Stream.SECURITY,
@@ -346,6 +351,29 @@ class DeviceEndpoint:
             # Rotating the key the connection authenticated with invalidates it; rotating
             # the other key must not disturb the device (rotation without downtime).
             conn.close("key-rotated")
+
+    def _on_trust_change(self) -> None:
+        # A removed CA must not leave the sessions it authenticated alive (SECURITY-TESTS
+        # §3.4 item 22: authorisation is re-checked, not only evaluated at CONNECT).
+        if self._recheck_task is None or self._recheck_task.done():
+            self._recheck_task = asyncio.get_running_loop().create_task(self._recheck_live())
+
+    async def _recheck_live(self) -> None:
+        for conn in list(self._live.values()):
+            auth = conn.auth
+            if auth is None or auth.auth_kind is not AuthKind.X509_CA:
+                continue
+            try:
+                await self._authenticator.recheck(auth)
+            except AuthenticationError as exc:
+                self.security_event(
+                    conn.peer_host, "session-revoked", device_id=auth.device_id, reason=exc.reason
+                )
+                conn.close("trust-revoked")
+            except StorageError:
+                # Fail closed: if trust cannot be re-evaluated, the session does not continue.
+                logger.exception("cannot re-check session device_id=%s", auth.device_id)
+                conn.close("trust-unavailable")
 
     @property
     def mqtt_config(self) -> MQTTLimits:
@@ -473,7 +501,7 @@ class _Connection(asyncio.Protocol):
             self.close("slow-consumer", abort=True)
 
     # --- MQTT -----------------------------------------------------------------------------
-    def _process(self, packets: list[Packet]) -> None:
+    def _process(self, packets: list[Packet]) -> None:  # noqa: C901 - one case per packet type
         for packet in packets:
             if self._closed:
                 return

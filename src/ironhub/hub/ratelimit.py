@@ -92,9 +92,7 @@ class FailureWindow:
     brute-force attempt costs the hub almost nothing once it is throttled.
     """
 
-    def __init__(
-        self, limit: int, window_seconds: float = 60.0, *, max_keys: int = 65_536
-    ) -> None:
+    def __init__(self, limit: int, window_seconds: float = 60.0, *, max_keys: int = 65_536) -> None:
         self._limit = limit
         self._window = window_seconds
         self._max_keys = max_keys
