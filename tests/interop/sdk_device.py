@@ -21,8 +21,14 @@ import uuid
 from azure.iot.device import X509, IoTHubDeviceClient, Message  # type: ignore[import-not-found]
 
 
+_emit_lock = threading.Lock()
+
+
 def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
+    # SDK callbacks run on their own threads: one whole line per event, never interleaved.
+    with _emit_lock:
+        sys.stdout.write(json.dumps(fields) + "\n")
+        sys.stdout.flush()
 
 
 def main() -> int:
