@@ -38,7 +38,7 @@ from ironhub.api import close_streams
 from ironhub.api.app import create_app
 from ironhub.clock import SYSTEM_CLOCK, Clock
 from ironhub.config import HubConfig
-from ironhub.errors import ConfigError, IronhubError
+from ironhub.errors import ConfigError, IronhubError, TrustError
 from ironhub.hub.endpoint import DeviceEndpoint
 from ironhub.hub.tls import ServerTLSFiles, build_server_context
 from ironhub.metrics import Metrics
@@ -162,6 +162,21 @@ def _server_cert_covers(
     return all(h.lower() in names for h in hostnames)
 
 
+def _server_key_matches(cert: x509.Certificate, key_pem: bytes) -> bool:
+    """Whether ``key_pem`` is a readable private key belonging to ``cert``.
+
+    The renewal in :func:`ensure_trust_material` writes server.key, then server.pem. A SIGKILL
+    between the two leaves an empty key file or a new key beside the old certificate, and the
+    TLS listener then refused every later start (tests/fault/test_serve_sigkill.py). Such a
+    pair is re-issued from the CA like an expiring one; no trust is created or loosened.
+    """
+    try:
+        key = pki.load_private_key_pem(key_pem)
+    except TrustError:
+        return False
+    return key.public_key() == cert.public_key()
+
+
 def ensure_trust_material(
     data_dir: Path, hostnames: tuple[str, ...], *, clock: Clock = SYSTEM_CLOCK
 ) -> bool:
@@ -203,12 +218,14 @@ def ensure_trust_material(
 
     renew = True
     if files.server_cert.exists() and files.server_key.exists():
-        _check_secret_file(files.server_key)
+        server_key_pem = _check_secret_file(files.server_key)
         current = pki.parse_certificate_pem(
             files.server_cert.read_text().split("-----END CERTIFICATE-----")[0]
             + "-----END CERTIFICATE-----\n"
         )
-        renew = not _server_cert_covers(current, hostnames, now)
+        renew = not _server_cert_covers(current, hostnames, now) or not _server_key_matches(
+            current, server_key_pem
+        )
     if renew:
         key, cert = pki.issue_server_certificate(ca_key_loaded, ca_cert_loaded, hostnames, now=now)
         files.server_key.unlink(missing_ok=True)

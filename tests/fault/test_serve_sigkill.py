@@ -25,16 +25,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import functools
 import os
 import random
 import signal
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from tests.support.mqtt_client import SasCredentials, TestDevice, client_tls_context
 from tests.support.serve_process import (
     FAST_LOAD_ENV,
@@ -44,6 +48,7 @@ from tests.support.serve_process import (
     init_data_dir,
 )
 
+from ironhub import pki
 from ironhub.cli.client import HubClient
 from ironhub.codec.mqtt import PubAck, Publish
 
@@ -60,6 +65,8 @@ STOP_TIMEOUT = 5.0
 IO_TIMEOUT = 10.0
 #: Publishes per device that must be acknowledged after a restart.
 AFTER_RESTART = 50
+#: Up to this many stored messages every check re-reads the whole log (see ``_LogCheck``).
+FULL_READ_LIMIT = 200_000
 
 
 class LoadFailed(AssertionError):
@@ -219,10 +226,9 @@ async def _publish_after_restart(
 # --- checks -------------------------------------------------------------------------------------
 
 
-def _stored_payloads(api: HubClient, device_id: str) -> list[bytes]:
-    """The device's telemetry payloads in log order, read page by page through the API."""
+def _read_payloads(api: HubClient, device_id: str, after: int) -> tuple[list[bytes], int]:
+    """The device's telemetry payloads with ``seq > after`` in log order, and the last seq."""
     payloads: list[bytes] = []
-    after = 0
     while True:
         page = api.request(
             "GET",
@@ -230,7 +236,7 @@ def _stored_payloads(api: HubClient, device_id: str) -> list[bytes]:
             query={"device": device_id, "stream": "telemetry", "after": after, "limit": 1000},
         )
         if not page["messages"]:
-            return payloads
+            return payloads, after
         payloads.extend(base64.b64decode(m["payload_base64"]) for m in page["messages"])
         after = page["next_after"]
 
@@ -240,23 +246,43 @@ def _device_registry(api: HubClient) -> dict[str, tuple[object, ...]]:
     return {d["device_id"]: (d["auth"], d["state"], d["version"], d["created_at"]) for d in devices}
 
 
-def _check_log(api: HubClient, ledger: Ledger, why: Callable[[], str]) -> int:
-    """Assert the RPO 0 property for every device; return the number of stored messages."""
-    stored_total = 0
-    for device_id in DEVICE_IDS:
-        stored = _stored_payloads(api, device_id)
-        stored_total += len(stored)
-        counts = collections.Counter(stored)
-        twice = sorted(p for p, c in counts.items() if c > 1)
-        assert not twice, f"{device_id}: {len(twice)} payloads stored twice: {twice[:5]}{why()}"
-        unknown = sorted(set(counts) - ledger.sent[device_id])
-        assert not unknown, f"{device_id}: never sent but stored: {unknown[:5]}{why()}"
-        missing = [p for p in ledger.acked[device_id] if p not in counts]
-        assert not missing, (
-            f"{device_id}: {len(missing)} of {len(ledger.acked[device_id])} acknowledged "
-            f"payloads lost, first {missing[:5]}{why()}"
-        )
-    return stored_total
+@dataclass
+class _LogCheck:
+    """Checks the RPO 0 property against the ledger, reading the log through the API.
+
+    Each check re-reads the whole log while it is small, so a restart that damaged older
+    messages is caught. Beyond ``FULL_READ_LIMIT`` stored messages (long soaks) a check reads
+    only what is new since the previous one, and ``full=True`` forces a complete re-read.
+    """
+
+    ledger: Ledger
+    counts: dict[str, collections.Counter[bytes]] = field(default_factory=dict)
+    cursors: dict[str, int] = field(default_factory=dict)
+
+    def stored(self) -> int:
+        return sum(c.total() for c in self.counts.values())
+
+    def __call__(self, api: HubClient, why: Callable[[], str], *, full: bool = False) -> int:
+        """Assert every acknowledged payload is stored once; return the number stored."""
+        if full or self.stored() <= FULL_READ_LIMIT:
+            self.counts.clear()
+            self.cursors.clear()
+        for device_id in DEVICE_IDS:
+            counts = self.counts.setdefault(device_id, collections.Counter())
+            new, self.cursors[device_id] = _read_payloads(
+                api, device_id, self.cursors.get(device_id, 0)
+            )
+            counts.update(new)
+            twice = sorted(p for p, c in counts.items() if c > 1)
+            assert not twice, f"{device_id}: {len(twice)} payloads stored twice: {twice[:5]}{why()}"
+            unknown = sorted(set(counts) - self.ledger.sent[device_id])
+            assert not unknown, f"{device_id}: never sent but stored: {unknown[:5]}{why()}"
+            missing = [p for p in self.ledger.acked[device_id] if p not in counts]
+            assert not missing, (
+                f"{device_id}: {len(missing)} of {len(self.ledger.acked[device_id])} "
+                f"acknowledged payloads lost, first {missing[:5]}{why()}"
+            )
+        return self.stored()
 
 
 @dataclass
@@ -264,22 +290,35 @@ class _Run:
     """The servers of one test, for failure messages."""
 
     seed: int
+    #: The newest two: the victim and its successor (older ones are closed, for long soaks).
     servers: list[ServeProcess] = field(default_factory=list)
+    started: int = 0
     log: list[str] = field(default_factory=list)
 
     def why(self) -> str:
-        lines = [f"\nseed IRONHUB_FAULT_SEED={self.seed}", *self.log]
-        lines.extend(s.diagnostics() for s in self.servers[-2:])
+        lines = [f"\nseed IRONHUB_FAULT_SEED={self.seed}", *self.log[-12:]]
+        lines.extend(s.diagnostics() for s in self.servers)
         return "\n".join(lines)
 
     def start(self, init: HubInit) -> ServeProcess:
-        started = time.monotonic()
+        for old in self.servers[:-1]:
+            old.close()
+        self.servers = self.servers[-1:]
+        began = time.monotonic()
         hub = ServeProcess.start(init.data_dir, env=FAST_LOAD_ENV)
         self.servers.append(hub)
+        self.started += 1
         self.log.append(
-            f"hub {len(self.servers)} pid={hub.pid} ready in {time.monotonic() - started:.2f} s"
+            f"hub {self.started} pid={hub.pid} ready in {time.monotonic() - began:.2f} s"
         )
         return hub
+
+    def run(self, load: Coroutine[Any, Any, None]) -> None:
+        """Run a load phase; a failure carries the hubs' stderr and the seed."""
+        try:
+            asyncio.run(load)
+        except Exception as exc:
+            raise AssertionError(f"{type(exc).__name__}: {exc}{self.why()}") from exc
 
     def close(self) -> None:
         for hub in self.servers:
@@ -310,11 +349,13 @@ def _setup(tmp_path: Path, run: _Run) -> tuple[HubInit, ServeProcess, dict[str, 
 # --- tests --------------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(max(120, 60 + 30 * CYCLES))
 def test_acknowledged_messages_survive_sigkill_of_serve(tmp_path: Path) -> None:
     assert CYCLES >= 1, "IRONHUB_FAULT_CYCLES must be at least 1"
     run = _Run(seed=_seed())
     rng = random.Random(run.seed)
     ledger = Ledger()
+    check = _LogCheck(ledger)
     try:
         init, hub, creds = _setup(tmp_path, run)
         registry = _device_registry(hub.api_client(init.token))
@@ -323,11 +364,8 @@ def test_acknowledged_messages_survive_sigkill_of_serve(tmp_path: Path) -> None:
         for cycle, delay in enumerate(_kill_delays(rng, CYCLES)):
             acked_before, sent_before = ledger.acked_total(), ledger.sent_total()
             victim = hub
-            asyncio.run(
-                _load_then(
-                    victim, creds, ledger, delay, lambda v=victim: os.kill(v.pid, signal.SIGKILL)
-                )
-            )
+            kill = functools.partial(os.kill, victim.pid, signal.SIGKILL)
+            run.run(_load_then(victim, creds, ledger, delay, kill))
             returncode = victim.kill()
             acked = ledger.acked_total() - acked_before
             run.log.append(
@@ -340,16 +378,16 @@ def test_acknowledged_messages_survive_sigkill_of_serve(tmp_path: Path) -> None:
             hub = run.start(init)  # restart on the same data directory
             api = hub.api_client(init.token)
             assert _device_registry(api) == registry, f"registry changed by the kill{run.why()}"
-            stored = _check_log(api, ledger, run.why)
+            stored = check(api, run.why)
             run.log.append(f"cycle {cycle}: {stored} stored after restart")
 
         # The devices carry on after the last restart, and the log is still exact.
-        asyncio.run(_publish_after_restart(hub, creds, ledger))
-        _check_log(hub.api_client(init.token), ledger, run.why)
-        returncode = hub.terminate(timeout=STOP_TIMEOUT)
-        assert returncode == 0, f"graceful stop after the kills: {returncode}{run.why()}"
+        run.run(_publish_after_restart(hub, creds, ledger))
+        check(hub.api_client(init.token), run.why, full=True)
+        stopped = hub.terminate(timeout=STOP_TIMEOUT)
+        assert stopped == 0, f"graceful stop after the kills: {stopped}{run.why()}"
     finally:
-        print("\n".join(run.log))  # shown by pytest -rP, and on failure
+        print("\n".join(run.log[-40:]))  # shown by pytest -rP, and on failure
         run.close()
 
 
@@ -368,7 +406,7 @@ def test_acknowledged_messages_survive_sigterm_of_serve(tmp_path: Path) -> None:
             signalled.append(time.monotonic())
             os.kill(victim.pid, signal.SIGTERM)
 
-        asyncio.run(_load_then(victim, creds, ledger, delay, stop))
+        run.run(_load_then(victim, creds, ledger, delay, stop))
         try:
             returncode: int | None = victim.process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -384,9 +422,49 @@ def test_acknowledged_messages_survive_sigterm_of_serve(tmp_path: Path) -> None:
         hub = run.start(init)
         api = hub.api_client(init.token)
         assert _device_registry(api) == registry, f"registry changed by the stop{run.why()}"
-        _check_log(api, ledger, run.why)
-        asyncio.run(_publish_after_restart(hub, creds, ledger))
-        _check_log(api, ledger, run.why)
+        check = _LogCheck(ledger)
+        check(api, run.why)
+        run.run(_publish_after_restart(hub, creds, ledger))
+        check(api, run.why, full=True)
     finally:
-        print("\n".join(run.log))  # shown by pytest -rP, and on failure
+        print("\n".join(run.log[-40:]))  # shown by pytest -rP, and on failure
+        run.close()
+
+
+def _new_server_key_old_certificate(data_dir: Path) -> None:
+    # As after SIGKILL between writing the new server.key and replacing server.pem.
+    (data_dir / "server.key").unlink()
+    fd = os.open(data_dir / "server.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pki.private_key_pem(ec.generate_private_key(ec.SECP256R1())))
+
+
+def _empty_server_key(data_dir: Path) -> None:
+    # As after SIGKILL between creating server.key (O_EXCL) and writing it.
+    (data_dir / "server.key").write_bytes(b"")
+
+
+def _no_server_key(data_dir: Path) -> None:
+    # As after SIGKILL between unlinking the old server.key and creating the new one.
+    (data_dir / "server.key").unlink()
+
+
+@pytest.mark.parametrize(
+    "leave", [_new_server_key_old_certificate, _empty_server_key, _no_server_key]
+)
+def test_serve_restarts_after_sigkill_during_certificate_renewal(
+    tmp_path: Path, leave: Callable[[Path], None]
+) -> None:
+    # The server certificate is re-issued at start (first start, new host name, expiry within
+    # 30 days) by writing server.key, then server.pem. No timing lets a random SIGKILL land
+    # between those writes reliably, so the states a kill leaves there are made directly.
+    run = _Run(seed=0)
+    try:
+        init, hub, _ = _setup(tmp_path, run)
+        registry = _device_registry(hub.api_client(init.token))
+        assert hub.kill() == -signal.SIGKILL
+        leave(init.data_dir)
+        hub = run.start(init)  # raises, with the hub's stderr, if it refuses to start
+        assert _device_registry(hub.api_client(init.token)) == registry, run.why()
+    finally:
         run.close()

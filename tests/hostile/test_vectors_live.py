@@ -19,27 +19,16 @@ its security event and the event can be matched to the vector by its ``peer``.
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
-
 import pytest
 from tests.support.hostile import (
     HostileGuard,
-    close_writer,
-    open_raw,
-    read_until_closed,
+    play_vector,
     security_events,
     wait_for_events,
     wait_until,
 )
-from tests.support.hubkit import DeviceKit, HubFactory
-from tests.vectors.load import expected_connack_code, load_vectors, vector_bytes
-from tests.vectors.mqtt_runner import run_vector
-
-from ironhub.codec.mqtt import Disconnect, Role
-
-if TYPE_CHECKING:
-    from ironhub.server import RunningHub
+from tests.support.hubkit import HubFactory
+from tests.vectors.load import load_vectors
 
 pytestmark = pytest.mark.asyncio
 
@@ -48,68 +37,10 @@ VECTORS = load_vectors("mqtt_server_malformed")
 #: recorded after them (by the failing vectors) are visible.
 ORDERED = sorted(VECTORS, key=lambda v: v["expect"] != "packets")
 SHARDS = 4
-#: A refusal must come long before any deadline could explain the close.
-PROMPT_SECONDS = 2.0
-
-
-def _first_packet_length(data: bytes) -> int:
-    """Length of the first packet (fixed header included), from its remaining-length field."""
-    value, shift, index = 0, 0, 1
-    while True:
-        byte = data[index]
-        value |= (byte & 0x7F) << shift
-        index += 1
-        if not byte & 0x80:
-            return index + value
-        shift += 7
-
-
-def _ends_with_disconnect(vector: dict[str, Any]) -> bool:
-    packets = run_vector(vector, Role.SERVER).packets
-    return bool(packets) and isinstance(packets[-1], Disconnect)
 
 
 def _source(shard: int, index: int) -> str:
     return f"127.0.{10 + shard}.{index + 1}"
-
-
-async def _run_vector(
-    hub: RunningHub, kit: DeviceKit, vector: dict[str, Any], source: str
-) -> str | None:
-    """Play one vector from ``source``; return a failure description, or ``None``."""
-    data = vector_bytes(vector)
-    if vector.get("accept_connect", False):
-        creds = await kit.create_sas(f"vec-{source.replace('.', '-')}")
-        device = await kit.connect(creds, local_addr=(source, 0))
-        reader, writer = device.reader, device.writer
-        data = data[_first_packet_length(data) :]
-    else:
-        reader, writer = await open_raw(*kit.hub.endpoint.address, local_addr=source, ssl_context=kit.ctx)
-    try:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        writer.write(data)
-        if vector["expect"] == "packets" and not _ends_with_disconnect(vector):
-            # README step 4: a live runner ends a usable connection with DISCONNECT (in the
-            # same write: many packets in one read must work too, §3.2 item 12).
-            writer.write(b"\xe0\x00")
-        try:
-            await writer.drain()
-        except (ConnectionError, OSError):
-            pass  # The hub may close before the last bytes are taken.
-        received, closed = await read_until_closed(reader, timeout=PROMPT_SECONDS + 1)
-        elapsed = loop.time() - started
-    finally:
-        await close_writer(writer)
-    if vector["expect"] == "packets":
-        return None if closed else "not closed after DISCONNECT"
-    if not closed or elapsed > PROMPT_SECONDS:
-        return f"not closed promptly (closed={closed}, {elapsed:.2f} s)"
-    code = expected_connack_code(vector)
-    expected = b"" if code is None else bytes([0x20, 0x02, 0x00, code])
-    if received != expected:
-        return f"received {received.hex()!r}, expected {expected.hex()!r}"
-    return None
 
 
 @pytest.mark.parametrize("shard", range(SHARDS))
@@ -122,7 +53,7 @@ async def test_server_vectors_over_tls(
     assert len(vectors) < 255
     failures: dict[str, str] = {}
     for index, vector in enumerate(vectors):
-        failure = await _run_vector(hub, kit, vector, _source(shard, index))
+        failure = await play_vector(kit, vector, _source(shard, index))
         if failure is not None:
             failures[vector["name"]] = failure
         # One vector at a time: its connection is fully gone before the next one starts.

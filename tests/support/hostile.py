@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ironhub.codec.mqtt import Disconnect, Role
 from ironhub.storage.interfaces import Stream
 from tests.support.hubkit import DeviceKit
 from tests.support.mqtt_client import SasCredentials
+from tests.vectors.load import expected_connack_code, vector_bytes
+from tests.vectors.mqtt_runner import run_vector
 
 if TYPE_CHECKING:
     import pytest
@@ -105,6 +108,18 @@ async def lifecycle_events(hub: RunningHub, device_id: str) -> list[str]:
     """The lifecycle event names recorded for ``device_id``, in order."""
     found = await hub.services.log.query(device_id=device_id, stream=Stream.LIFECYCLE, limit=1000)
     return [dict(m.properties)["event"] for m in found]
+
+
+async def wait_for_lifecycle(
+    hub: RunningHub, device_id: str, expected: list[str], *, timeout: float = 5.0
+) -> list[str]:
+    """Poll until the lifecycle events of ``device_id`` are ``expected``; return the last seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await lifecycle_events(hub, device_id)
+        if found == expected or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.02)
 
 
 async def open_raw(
@@ -262,3 +277,71 @@ class HostileGuard:
             if r.levelno >= logging.ERROR
         ]
         assert errors == [], errors
+
+
+# --- the vectors of tests/vectors/, played live (their README, "How a runner behaves") -------
+
+#: A refusal must come long before any deadline could explain the close (the CONNECT deadline
+#: is 10 s and the keep-alive 60 s by default): a late close means "waiting for more".
+PROMPT_SECONDS = 2.0
+
+
+def _first_packet_length(data: bytes) -> int:
+    """Length of the first packet (fixed header included), from its remaining-length field."""
+    value, shift, index = 0, 0, 1
+    while True:
+        byte = data[index]
+        value |= (byte & 0x7F) << shift
+        index += 1
+        if not byte & 0x80:
+            return index + value
+        shift += 7
+
+
+def _ends_with_disconnect(vector: dict[str, Any]) -> bool:
+    packets = run_vector(vector, Role.SERVER).packets
+    return bool(packets) and isinstance(packets[-1], Disconnect)
+
+
+async def play_vector(kit: DeviceKit, vector: dict[str, Any], source: str) -> str | None:
+    """Play one ``mqtt_server_*`` vector from ``source``; return what went wrong, or ``None``.
+
+    ``accept_connect`` vectors get a real SAS device's CONNECT instead of their own (a device
+    named after the source is created). ``close`` and ``connack:N`` vectors must be answered
+    with exactly nothing or CONNACK N, then a close within :data:`PROMPT_SECONDS`; ``packets``
+    vectors get a DISCONNECT (unless they end with one) and must then be closed.
+    """
+    data = vector_bytes(vector)
+    if vector.get("accept_connect", False):
+        creds = await kit.create_sas(f"vec-{source.replace('.', '-')}")
+        device = await kit.connect(creds, local_addr=(source, 0))
+        reader, writer = device.reader, device.writer
+        data = data[_first_packet_length(data) :]
+    else:
+        reader, writer = await open_raw(
+            *kit.hub.endpoint.address, local_addr=source, ssl_context=kit.ctx
+        )
+    try:
+        started = time.monotonic()
+        writer.write(data)
+        if vector["expect"] == "packets" and not _ends_with_disconnect(vector):
+            # README step 4: a live runner ends a usable connection with DISCONNECT (in the
+            # same write: many packets in one read must work too, §3.2 item 12).
+            writer.write(b"\xe0\x00")
+        try:
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # The hub may close before it has taken the last bytes.
+        received, closed = await read_until_closed(reader, timeout=PROMPT_SECONDS + 1)
+        elapsed = time.monotonic() - started
+    finally:
+        await close_writer(writer)
+    if vector["expect"] == "packets":
+        return None if closed else "not closed after DISCONNECT"
+    if not closed or elapsed > PROMPT_SECONDS:
+        return f"not closed promptly (closed={closed}, {elapsed:.2f} s)"
+    code = expected_connack_code(vector)
+    expected = b"" if code is None else bytes([0x20, 0x02, 0x00, code])
+    if received != expected:
+        return f"received {received.hex()!r}, expected {expected.hex()!r}"
+    return None

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,7 @@ __all__ = [
     "FAST_LOAD_ENV",
     "HubInit",
     "ServeProcess",
+    "child_environment",
     "create_sas_devices",
     "free_port",
     "hub_command",
@@ -150,9 +152,13 @@ class ServeProcess:
         env: dict[str, str] | None = None,
         mqtt: str = "127.0.0.1:0",
         api: str = "127.0.0.1:0",
+        extra_args: Sequence[str] = (),
         ready_timeout: float = 20.0,
     ) -> ServeProcess:
         """Start ``ironhub serve`` and return once its MQTT port completes a TLS handshake.
+
+        ``env`` is added to a clean environment (see :func:`child_environment`); ``extra_args``
+        go to ``serve`` (for example ``("--hostname", "hub.example")``).
 
         Raises:
             AssertionError: the process exited or was not ready in time (it is killed; the
@@ -163,7 +169,15 @@ class ServeProcess:
         try:
             process = subprocess.Popen(
                 hub_command(
-                    "serve", "--data", str(data_dir), "--mqtt", mqtt, "--api", api, "--json"
+                    "serve",
+                    "--data",
+                    str(data_dir),
+                    "--mqtt",
+                    mqtt,
+                    "--api",
+                    api,
+                    "--json",
+                    *extra_args,
                 ),
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
@@ -271,6 +285,12 @@ class ServeProcess:
     def api_client(self, token: str, *, timeout: float = 10.0) -> HubClient:
         """An operator API client of this process."""
         return HubClient(self.api_url, token, self.ca_path, timeout_seconds=timeout)
+
+    def cli_environment(self, token: str) -> dict[str, str]:
+        """The environment for ``ironhub`` client commands (``device create``...) to this hub."""
+        return child_environment(
+            {"IRONHUB_API": self.api_url, "IRONHUB_TOKEN": token, "IRONHUB_CA": str(self.ca_path)}
+        )
 
     @staticmethod
     def _read(file: IO[bytes]) -> bytes:

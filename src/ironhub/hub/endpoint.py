@@ -42,6 +42,7 @@ from ironhub.codec.mqtt import (
     SUBACK_FAILURE,
     ConnAck,
     Connect,
+    ConnectionState,
     ConnectReturnCode,
     Disconnect,
     MQTTConnection,
@@ -56,6 +57,7 @@ from ironhub.codec.mqtt import (
     Subscribe,
     UnsubAck,
     Unsubscribe,
+    encode_packet,
 )
 from ironhub.errors import (
     AuthenticationError,
@@ -415,6 +417,11 @@ class _Connection(asyncio.Protocol):
         self._bucket: TokenBucket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._early: list[bytes] = []
+        self._writing_paused = False
+        # Packets decoded but held back by the device rate limit, and the timer that ends the
+        # hold (one at a time: a timer per over-rate message used to pile up in _timers).
+        self._held: deque[Packet] = deque()
+        self._rate_timer: asyncio.TimerHandle | None = None
 
     # --- TCP and TLS ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -474,8 +481,12 @@ class _Connection(asyncio.Protocol):
             self._early.append(data)
             return
         try:
-            self._last_rx = self._loop.time()
-            self._process(self._codec.receive_data(data))
+            packets = self._codec.receive_data(data)
+            if packets:
+                # Keep-alive counts control packets, not bytes [MQTT-3.1.2-24]: a peer that
+                # trickles a packet it never completes (slowloris) must not stay alive on it.
+                self._last_rx = self._loop.time()
+            self._process(packets)
         except RemoteProtocolError as exc:
             self._protocol_error(exc)
         except Exception:
@@ -492,6 +503,17 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The peer does not read what we send; it gets a bounded buffer, then the door.
+        # asyncio calls this once, when the buffer crosses the transport's high-water mark
+        # (64 KiB by default); a cap above that mark is enforced by _write() from then on,
+        # until resume_writing(). Without that, a peer that never reads grew the buffer
+        # without bound under the default 1 MiB cap (tests/hostile, §3.5 item 27).
+        self._writing_paused = True
+        self._check_outbound()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+
+    def _check_outbound(self) -> None:
         transport = self._transport
         if (
             transport is not None
@@ -502,22 +524,31 @@ class _Connection(asyncio.Protocol):
 
     # --- MQTT -----------------------------------------------------------------------------
     def _process(self, packets: list[Packet]) -> None:  # noqa: C901 - one case per packet type
-        for packet in packets:
-            if self._closed:
+        held = self._held
+        held.extend(packets)
+        while held:
+            if self._closed or "rate" in self._paused:
+                # Over the device's rate, the rest of this read waits with the socket: a
+                # pipelining device is held to its rate like one that waits for each PUBACK
+                # (before, every packet of the read was accepted and only the next read waited).
                 return
+            packet = held.popleft()
             match packet:
                 case Publish():
+                    if not self._take_message_token():
+                        held.appendleft(packet)
+                        return
                     self._on_publish(packet)
                 case Connect():
                     self._on_connect(packet)
                 case PingReq():
-                    self._write(self._codec.send(PingResp()))
+                    self._reply(PingResp())
                 case Subscribe():
                     self._on_subscribe(packet)
                 case Unsubscribe():
                     for topic_filter in packet.topic_filters:
                         self._subscriptions.discard(topic_filter)
-                    self._write(self._codec.send(UnsubAck(packet.packet_id)))
+                    self._reply(UnsubAck(packet.packet_id))
                 case PubAck():
                     pass  # Cloud-to-device deliveries arrive with the next issue.
                 case Disconnect():
@@ -657,12 +688,27 @@ class _Connection(asyncio.Protocol):
                 self._pause("inflight")
         else:
             future.add_done_callback(_log_append_failure)
+
+    def _take_message_token(self) -> bool:
+        """Take a token from the device's bucket, or pause for the rate and return False."""
         assert self._bucket is not None
         wait = self._bucket.try_take(self._loop_now())
-        if wait:
-            # Over the device's rate: stop reading rather than drop (ARCHITECTURE.md).
-            self._pause("rate")
-            self._arm(min(wait, 5.0), lambda: self._resume("rate"))
+        if not wait:
+            return True
+        # Over the device's rate: stop reading rather than drop (ARCHITECTURE.md).
+        self._pause("rate")
+        if self._rate_timer is None:
+            self._rate_timer = self._loop.call_later(min(wait, 5.0), self._end_rate_pause)
+        return False
+
+    def _end_rate_pause(self) -> None:
+        self._rate_timer = None
+        if self._closed:
+            return
+        # Reading resumes asynchronously (on a later loop iteration), so the held packets are
+        # processed first, in order; the first over-rate one pauses again.
+        self._resume("rate")
+        self._process([])
 
     def _loop_now(self) -> float:
         return self._endpoint._clock.monotonic()  # noqa: SLF001
@@ -708,7 +754,7 @@ class _Connection(asyncio.Protocol):
             # closing makes the violation visible (issue 2).
             self.close("subscribe-denied")
             return
-        self._write(self._codec.send(SubAck(subscribe.packet_id, tuple(codes))))
+        self._reply(SubAck(subscribe.packet_id, tuple(codes)))
 
     # --- timers ---------------------------------------------------------------------------
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
@@ -724,6 +770,11 @@ class _Connection(asyncio.Protocol):
     def _check_idle(self) -> None:
         # Rescheduled lazily instead of on every packet: the hot path only stores a time.
         limit = self._keep_alive * 1.5
+        if self._paused:
+            # The hub itself is not reading (device rate, commits in flight): the device's
+            # silence is ours, not idleness [MQTT-3.1.2-24]. It counts as active until we read
+            # again; a rate pause longer than 1.5x keep-alive used to disconnect it.
+            self._last_rx = self._loop.time()
         idle = self._loop.time() - self._last_rx
         if idle >= limit:
             self.close("keep-alive-timeout")
@@ -772,6 +823,19 @@ class _Connection(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._closed:
             self._transport.write(data)
+            if self._writing_paused:
+                self._check_outbound()
+
+    def _reply(self, packet: Packet) -> None:
+        # The codec is CLOSED as soon as it has decoded the client's DISCONNECT
+        # [MQTT-3.14.4-1], yet the packets decoded before it in the same read (PINGREQ,
+        # SUBSCRIBE, ... then DISCONNECT in one segment) are still processed. Their answers
+        # are encoded without the codec then: asking the closed codec raised
+        # LocalProtocolError, an "internal error" for a well-behaved client (tests/hostile).
+        if self._codec.state is ConnectionState.CLOSED:
+            self._write(encode_packet(packet))
+        else:
+            self._write(self._codec.send(packet))
 
     def _protocol_error(self, exc: RemoteProtocolError) -> None:
         self._endpoint.count_protocol_error()
@@ -785,8 +849,6 @@ class _Connection(asyncio.Protocol):
     @staticmethod
     def _codec_connack(code: int) -> bytes:
         # The codec is closed after a RemoteProtocolError, so encode the refusal statelessly.
-        from ironhub.codec.mqtt import encode_packet  # noqa: PLC0415 - cold path
-
         return encode_packet(ConnAck(ConnectReturnCode(code)))
 
     def _leave_preauth(self) -> None:
@@ -815,6 +877,10 @@ class _Connection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
+        self._held.clear()
         self._leave_preauth()
         if self.auth is not None and self._endpoint._live.get(self.auth.device_id) is self:  # noqa: SLF001
             self._endpoint.lifecycle_event(

@@ -413,3 +413,12 @@ def test_receive_accepts_any_bytes_like_buffer() -> None:
     server = MQTTConnection(Role.SERVER)
     assert server.receive_data(bytearray(CONNECT_BYTES[:3])) == []  # type: ignore[arg-type]
     assert server.receive_data(memoryview(CONNECT_BYTES)[3:]) == [CONNECT]  # type: ignore[arg-type]
+
+
+def test_a_declared_length_larger_than_what_is_sent_buffers_only_what_arrived() -> None:
+    # SECURITY-TESTS.md 3.2 item 7: the stall itself is the endpoint's deadline to handle.
+    server = connected_server()
+    server.receive_data(bytes.fromhex("30ffff0f") + b"\x00\x01a")  # declares 262143 bytes
+    assert server.statistics().bytes_buffered == 7
+    server.receive_data(b"x" * 1000)
+    assert server.statistics().bytes_buffered == 1007
