@@ -22,7 +22,6 @@ from ironhub.storage.interfaces import (
     DeviceRecord,
     DeviceState,
     LogEntry,
-    RecentPublish,
     Storage,
     StoredMessage,
     Stream,
@@ -256,25 +255,6 @@ async def test_last_seq(storage: Storage) -> None:
     assert await storage.last_seq() == 3
 
 
-async def test_recent_publish_digests_newest_qos1_oldest_first(storage: Storage) -> None:
-    entries = [
-        entry(1, packet_id=11),
-        entry(2),  # QoS 0: no packet id
-        entry(3, packet_id=12, device_id=None),  # not a device publish
-        entry(4, packet_id=13),
-        entry(5, packet_id=14),
-    ]
-    await asyncio.gather(*(storage.append(e) for e in entries))
-    assert await storage.recent_publish_digests(limit=2) == [
-        RecentPublish("dev-1", 13, b"digest-4", 4),
-        RecentPublish("dev-1", 14, b"digest-5", 5),
-    ]
-    everything = await storage.recent_publish_digests(limit=100)
-    assert [r.seq for r in everything] == [1, 4, 5]
-    assert everything[0] == ("dev-1", 11, b"digest-1", 1)  # still a plain tuple
-    assert await storage.recent_publish_digests(limit=0) == []
-
-
 async def test_group_commit_batches_and_orders(backend: Backend, storage: Storage) -> None:
     count = 2000
     futures = [storage.append(entry(n)) for n in range(count)]
@@ -345,7 +325,6 @@ async def test_reopen_keeps_everything(backend: Backend, storage: Storage) -> No
     assert await reopened.find_token(b"h" * 32) == token()
     assert await reopened.count_tokens() == 1
     assert await reopened.last_seq() == 10
-    assert len(await reopened.recent_publish_digests(limit=100)) == 10
     assert await reopened.append(entry(10)) == 11
 
 

@@ -4,7 +4,7 @@ SECURITY-TESTS.md §3.11 item 47 and §4 (RPO 0), end to end: the real ``ironhub
 real TLS devices on ironhub's own codec, the real SQLite file. ``test_log_sigkill`` proves the
 same property for the storage layer alone; this test adds everything between the socket and the
 commit (endpoint, message log, PUBACK ordering) and the restart path (trust material, WAL
-recovery, registry, DUP cache warm-up).
+recovery, registry).
 
 One cycle: four SAS devices publish QoS 1 with up to ``WINDOW`` publishes in flight each, every
 payload unique (``device:n``). The test's ledger holds every payload written to a socket and

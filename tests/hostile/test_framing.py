@@ -59,7 +59,12 @@ def _publish_header(remaining: int, device_id: str) -> bytes:
         ("after-connect", HUGE, None),
         ("after-connect", 8193, "8192"),
     ],
-    ids=["before-connect-200MB", "before-connect-over-cap", "after-connect-200MB", "after-over-max"],
+    ids=[
+        "before-connect-200MB",
+        "before-connect-over-cap",
+        "after-connect-200MB",
+        "after-over-max",
+    ],
 )
 async def test_declared_length_over_cap_is_refused_at_once(
     hub_factory: HubFactory,

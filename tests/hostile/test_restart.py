@@ -54,7 +54,10 @@ async def _hostile_batch(kit: DeviceKit) -> None:
         await close_writer(writer)
 
     # A CONNECT declaring 200 MB; plain TCP bytes where the ClientHello should be.
-    for data, ctx in ((b"\x10\x80\xc2\xd7\x2f", kit.ctx), (encode_packet(Connect(client_id="x", keep_alive_seconds=60)), None)):
+    for data, ctx in (
+        (b"\x10\x80\xc2\xd7\x2f", kit.ctx),
+        (encode_packet(Connect(client_id="x", keep_alive_seconds=60)), None),
+    ):
         reader, writer = await open_raw(host, port, local_addr="127.0.22.1", ssl_context=ctx)
         writer.write(data)
         assert (await read_until_closed(reader, timeout=5))[1]

@@ -148,9 +148,7 @@ async def _setup(hub: RunningHub, case: str) -> Attempt:
         case _:
             raise AssertionError(case)
     # The TLS trust store is rebuilt in the background after registry changes.
-    assert await wait_until(
-        lambda: hub.endpoint.ssl_context().cert_store_stats()["x509_ca"] >= cas
-    )
+    assert await wait_until(lambda: hub.endpoint.ssl_context().cert_store_stats()["x509_ca"] >= cas)
     return attempt
 
 

@@ -58,8 +58,10 @@ async def test_server_vectors_over_tls(
             failures[vector["name"]] = failure
         # One vector at a time: its connection is fully gone before the next one starts.
         assert await wait_until(
-            lambda: hub.endpoint.statistics().preauth_connections == 0
-            and hub.endpoint.statistics().connections == 0
+            lambda: (
+                hub.endpoint.statistics().preauth_connections == 0
+                and hub.endpoint.statistics().connections == 0
+            )
         ), vector["name"]
 
     refused = [(i, v) for i, v in enumerate(vectors) if v["expect"] != "packets"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -96,19 +97,43 @@ async def test_pipelined_qos1_all_acknowledged_in_order_and_committed(
     await dev.close()
 
 
-async def test_dup_resend_of_committed_publish_is_not_stored_twice(
+async def test_dup_resend_of_unacknowledged_publish_is_not_stored_twice(
     hub: RunningHub, kit: DeviceKit
 ) -> None:
     creds = await kit.create_sas("dupdev")
-    dev = await kit.connect(creds)
-    await dev.publish(TOPIC.format("dupdev"), b"once", packet_id=77)
-    await dev.close()
+    # Hold the database's write lock from outside so the publish cannot commit before the
+    # device's connection is gone: the hub then never writes its PUBACK.
+    blocker = sqlite3.connect(hub.services.config.data_dir / "ironhub.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        dev = await kit.connect(creds)
+        dev.send(Publish(topic=TOPIC.format("dupdev"), payload=b"once", qos=1, packet_id=77))
+        await dev.writer.drain()
+        await asyncio.sleep(0.1)
+        dev.writer.transport.abort()
+        await asyncio.sleep(0.1)
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
     dev = await kit.connect(creds)
     await dev.publish(TOPIC.format("dupdev"), b"once", packet_id=77, dup=True)
-    # Same packet id without DUP is a new message; DUP with other content is too.
+    # DUP with other content is a different message.
     await dev.publish(TOPIC.format("dupdev"), b"other", packet_id=77, dup=True)
     msgs = await hub.services.log.query(device_id="dupdev", stream=Stream.TELEMETRY)
     assert [m.payload for m in msgs] == [b"once", b"other"]
+    assert hub.services.log.statistics().duplicates_suppressed == 1
+    await dev.close()
+
+
+async def test_dup_resend_after_puback_is_stored_again(hub: RunningHub, kit: DeviceKit) -> None:
+    # Once a PUBACK was written the device may have reused the packet id for a new message
+    # with the same content; dropping its DUP could lose it, so it is stored (at-least-once).
+    creds = await kit.create_sas("dupacked")
+    dev = await kit.connect(creds)
+    await dev.publish(TOPIC.format("dupacked"), b"same", packet_id=5)
+    await dev.publish(TOPIC.format("dupacked"), b"same", packet_id=5, dup=True)
+    msgs = await hub.services.log.query(device_id="dupacked", stream=Stream.TELEMETRY)
+    assert [m.payload for m in msgs] == [b"same", b"same"]
     await dev.close()
 
 

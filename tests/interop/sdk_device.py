@@ -20,7 +20,6 @@ import uuid
 
 from azure.iot.device import X509, IoTHubDeviceClient, Message  # type: ignore[import-not-found]
 
-
 _emit_lock = threading.Lock()
 
 

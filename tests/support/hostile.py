@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,7 @@ TELEMETRY = "devices/{}/messages/events/"
 
 def fd_count() -> int:
     """Open file descriptors of this process."""
-    return len(os.listdir("/proc/self/fd"))
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
 
 
 def rss_kib() -> int:
@@ -155,9 +154,7 @@ async def open_raw(
         raise
 
 
-async def read_until_closed(
-    reader: asyncio.StreamReader, *, timeout: float
-) -> tuple[bytes, bool]:
+async def read_until_closed(reader: asyncio.StreamReader, *, timeout: float) -> tuple[bytes, bool]:
     """Read until the peer closes; return the bytes received and whether it closed in time."""
     received = bytearray()
     loop = asyncio.get_running_loop()
@@ -228,8 +225,10 @@ class HostileGuard:
 
         # (c) The attacker's connections are gone: nothing pre-auth, nothing authenticated.
         assert await wait_until(
-            lambda: endpoint.statistics().preauth_connections == 0
-            and endpoint.statistics().connections == 0,
+            lambda: (
+                endpoint.statistics().preauth_connections == 0
+                and endpoint.statistics().connections == 0
+            ),
             timeout=settle_seconds,
         ), f"connections left after the attack: {endpoint.statistics()}"
 
@@ -272,9 +271,7 @@ class HostileGuard:
         """(b) No unhandled loop exception and no ERROR log record so far."""
         assert self.loop_errors == [], self.loop_errors
         errors = [
-            f"{r.name}: {r.getMessage()}"
-            for r in self.caplog.records
-            if r.levelno >= logging.ERROR
+            f"{r.name}: {r.getMessage()}" for r in self.caplog.records if r.levelno >= logging.ERROR
         ]
         assert errors == [], errors
 

@@ -161,15 +161,15 @@ async def test_negative_capacity_is_refused(storage: SQLiteStorage) -> None:
         MessageLog(storage, FakeClock(), dedup_capacity=-1)
 
 
-async def test_dedup_survives_restart(tmp_path: Path) -> None:
+async def test_dup_after_restart_is_stored_again(tmp_path: Path) -> None:
+    # Whether a PUBACK left before a crash is unknown, so nothing is matched across a restart:
+    # a second copy is allowed, a lost message is not.
     path = tmp_path / "hub.db"
     first = SQLiteStorage(path, StorageConfig(), FakeClock())
     await first.open()
     log = MessageLog(first, FakeClock())
     await log.start()
-    seqs = await asyncio.gather(
-        *(log.append(publish(packet_id=p, body=b"%d" % p)) for p in range(1, 6))
-    )
+    await asyncio.gather(*(log.append(publish(packet_id=p, body=b"%d" % p)) for p in range(1, 6)))
     await log.close()
     await first.close()
 
@@ -177,13 +177,20 @@ async def test_dedup_survives_restart(tmp_path: Path) -> None:
     await second.open()
     log = MessageLog(second, FakeClock(), dedup_capacity=3)
     await log.start()
-    assert log.statistics().dedup_entries == 3
-    again = log.append(publish(packet_id=4, body=b"4"), dup=True)
-    assert again.done()
-    assert await again == seqs[3]
-    assert await second.last_seq() == 5
+    assert log.statistics().dedup_entries == 0
+    assert await log.append(publish(packet_id=4, body=b"4"), dup=True) == 6
     await log.close()
     await second.close()
+
+
+async def test_dup_after_acknowledged_is_stored_again(log: MessageLog) -> None:
+    # The device got (or may have got) the PUBACK and reused the packet id for a new message
+    # with the same content whose first send was lost: its DUP must be stored, not dropped.
+    first = await log.append(publish(packet_id=9, body=b"same"))
+    log.acknowledged("dev-1", 9)
+    again = await log.append(publish(packet_id=9, body=b"same"), dup=True)
+    assert again == first + 1
+    assert log.statistics().duplicates_suppressed == 0
 
 
 # --- fan-out ----------------------------------------------------------------------------------

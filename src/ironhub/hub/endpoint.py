@@ -323,6 +323,10 @@ class DeviceEndpoint:
         """Append a device message to the log (group commit)."""
         return self._services.log.append(entry, dup=dup)
 
+    def acknowledged(self, device_id: str, packet_id: int) -> None:
+        """A PUBACK was written for this publish."""
+        self._services.log.acknowledged(device_id, packet_id)
+
     def count_message(self, stream: Stream) -> None:
         """Count one accepted device message."""
         self._metrics.messages_total.labels(stream.value).inc()
@@ -718,14 +722,20 @@ class _Connection(asyncio.Protocol):
         # [MQTT-4.6.0-2], in one write.
         out = bytearray()
         pending = self._pending
+        writing = self._transport is not None and not self._closed
+        acknowledged = self._endpoint.acknowledged
+        device_id = self._id()
         while pending and pending[0][1].done():
             packet_id, future = pending.popleft()
             if future.cancelled() or future.exception() is not None:
                 # Not durable: never acknowledge. The device will re-send after reconnect.
-                logger.error("commit failed; closing without PUBACK device_id=%s", self._id())
+                logger.error("commit failed; closing without PUBACK device_id=%s", device_id)
                 self.close("storage-failure")
                 return
-            out += _puback(packet_id)
+            if writing and device_id is not None:
+                out += _puback(packet_id)
+                # A written PUBACK makes a later DUP with this id ambiguous (streams/log.py).
+                acknowledged(device_id, packet_id)
         if out:
             self._write(bytes(out))
         if "inflight" in self._paused and len(pending) < self._config.max_inflight_messages // 2:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import asyncio
@@ -29,7 +29,6 @@ __all__ = [
     "DeviceRecord",
     "DeviceState",
     "LogEntry",
-    "RecentPublish",
     "Storage",
     "StorageStatistics",
     "StoredMessage",
@@ -136,20 +135,6 @@ class StoredMessage:
     enqueued_at: float
     payload: bytes
     properties: tuple[tuple[str, str], ...] = ()
-
-
-class RecentPublish(NamedTuple):
-    """A committed QoS 1 entry as remembered for DUP de-duplication.
-
-    The first three fields are the original ``(device_id, packet_id, digest)`` triple; ``seq``
-    was added so that a DUP re-send of a message committed before a restart can be answered
-    with the original sequence number.
-    """
-
-    device_id: str
-    packet_id: int
-    digest: bytes
-    seq: int
 
 
 #: Called on the event loop after every committed batch of log entries, in commit order, with
@@ -268,13 +253,6 @@ class Storage(Protocol):
 
     async def last_seq(self) -> int:
         """The highest committed sequence number (0 when empty)."""
-        ...
-
-    async def recent_publish_digests(self, *, limit: int) -> list[RecentPublish]:
-        """The newest ``limit`` QoS 1 entries, oldest first, as ``RecentPublish`` tuples.
-
-        Used at start-up to warm the DUP de-duplication cache without a secondary index.
-        """
         ...
 
     def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:

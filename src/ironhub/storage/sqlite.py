@@ -73,7 +73,6 @@ from ironhub.storage.interfaces import (
     DeviceRecord,
     DeviceState,
     LogEntry,
-    RecentPublish,
     StorageStatistics,
     StoredMessage,
     Stream,
@@ -1104,29 +1103,6 @@ class SQLiteStorage:
         def run(conn: sqlite3.Connection) -> int:
             value: int = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
             return value
-
-        return await self._read(run)
-
-    async def recent_publish_digests(self, *, limit: int) -> list[RecentPublish]:
-        """The newest ``limit`` QoS 1 entries, oldest first.
-
-        Walks the primary key backwards and stops after ``limit`` matches; a log holding few
-        QoS 1 entries is walked to its start once, at start-up.
-
-        Raises:
-            StorageError: the read failed.
-        """
-        if limit < 1:
-            return []
-
-        def run(conn: sqlite3.Connection) -> list[RecentPublish]:
-            rows = conn.execute(
-                "SELECT device_id, packet_id, digest, seq FROM messages"
-                " WHERE packet_id IS NOT NULL AND device_id IS NOT NULL AND digest IS NOT NULL"
-                " ORDER BY seq DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
-            return [RecentPublish(*row) for row in reversed(rows)]
 
         return await self._read(run)
 

@@ -10,13 +10,20 @@ whole batch of futures at once after its commit.
 
 **DUP de-duplication.** MQTT re-sends an unacknowledged QoS 1 PUBLISH with the DUP flag and the
 same packet identifier [MQTT-3.3.1-1]. The log remembers, for the newest ``dedup_capacity`` QoS 1
-entries, ``(device_id, packet_id) -> (digest, future-or-seq)`` in an LRU map. A DUP whose digest
-matches gets the original's future (still pending: the same future; committed: a resolved one)
-instead of a second copy. A DUP whose original failed or was cancelled is appended again: a
-second copy is allowed (at-least-once), a lost message is not. Once an entry is committed the
-map keeps only its sequence number, so acknowledged futures are not kept alive. The map is
-warmed at :meth:`MessageLog.start` from the newest committed QoS 1 entries, so a device that
-re-sends across a hub restart is still acknowledged without a copy.
+entries *whose PUBACK was never written*, ``(device_id, packet_id) -> (digest, future-or-seq)``
+in an LRU map. A DUP whose digest matches gets the original's future (still pending: the same
+future; committed: a resolved one) instead of a second copy.
+
+The rule is deliberately narrow, because a wrong match loses a message: once a PUBACK was
+written (:meth:`MessageLog.acknowledged`), the device may have received it and reused the packet
+id for a *new* message with the same content, whose first send was lost; its DUP re-send is
+indistinguishable on the wire from a re-send of the old one. Such a DUP is stored again. Only
+when the hub knows it never acknowledged the original (the connection dropped before the
+commit finished) is the device's re-send certainly the same message. For the same reason
+nothing is remembered across a restart: whether the PUBACK left before a SIGKILL is unknown.
+A DUP whose original failed or was cancelled is appended again: a second copy is allowed
+(at-least-once), a lost message is not. Once an entry is committed the map keeps only its
+sequence number, so futures are not kept alive.
 
 **Fan-out.** The log registers a commit listener with the storage backend. After each commit
 the listener runs once on the event loop with the batch, in commit order, and copies matching
@@ -208,7 +215,7 @@ class MessageLog:
         self._lagged = 0
 
     async def start(self) -> None:
-        """Listen for commits and warm the DUP cache from the newest committed QoS 1 entries.
+        """Listen for commits.
 
         Raises:
             StorageError: the log is closed or storage failed.
@@ -217,17 +224,7 @@ class MessageLog:
             raise StorageError("message log is closed")
         if self._remove_listener is not None:
             return
-        # Listen first: whatever commits while the cache warms is recorded, and newer
-        # knowledge is never overwritten by the warm-up below.
         self._remove_listener = self._storage.add_commit_listener(self._on_commit)
-        if self._capacity == 0:
-            return
-        recent = self._recent
-        for row in await self._storage.recent_publish_digests(limit=self._capacity):
-            recent.setdefault((row.device_id, row.packet_id), (row.digest, row.seq))
-        while len(recent) > self._capacity:
-            recent.popitem(last=False)
-        logger.info("message log started: dedup_entries=%d", len(recent))
 
     async def close(self) -> None:
         """Stop listening and end every subscription (they stop iterating)."""
@@ -276,6 +273,13 @@ class MessageLog:
             if len(recent) > self._capacity:
                 recent.popitem(last=False)
         return future
+
+    def acknowledged(self, device_id: str, packet_id: int) -> None:
+        """The PUBACK for ``packet_id`` was written: forget the entry for DUP matching.
+
+        From now on the device may reuse the packet id, so a later DUP could be a new message.
+        """
+        self._recent.pop((device_id, packet_id), None)
 
     @staticmethod
     def _reuse(known: asyncio.Future[int] | int) -> asyncio.Future[int] | None:
