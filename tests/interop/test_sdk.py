@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import itertools
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,31 +19,13 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import ec
 from tests.support.hubkit import HubFactory
-from tests.support.services import require_service
+from tests.support.sdk import SDK_DEVICE_SCRIPT, next_address, sdk_python
 
 from ironhub import pki
 from ironhub.server import RunningHub
 from ironhub.storage.interfaces import AuthKind, DeviceState, Stream
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.sdk]
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = Path(__file__).with_name("sdk_device.py")
-_addresses = itertools.count(2)
-
-
-def sdk_python() -> Path:
-    path = Path(os.environ.get("IRONHUB_SDK_PYTHON", ROOT / ".venv-sdk" / "bin" / "python"))
-    require_service(
-        "azure-iot-device virtualenv", path.exists(), f"{path} does not exist (run make test)"
-    )
-    return path
-
-
-def next_address() -> str:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker[2:]) if worker[2:].isdigit() else 0
-    return f"127.0.{index + 1}.{next(_addresses)}"
 
 
 @pytest_asyncio.fixture
@@ -94,7 +74,7 @@ async def run_sdk() -> AsyncIterator[object]:
     async def start(scenario: dict[str, object]) -> SdkDevice:
         proc = await asyncio.create_subprocess_exec(
             str(python),
-            str(SCRIPT),
+            str(SDK_DEVICE_SCRIPT),
             json.dumps(scenario),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
