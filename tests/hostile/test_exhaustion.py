@@ -7,7 +7,9 @@
   refused and the connection closed quickly.
 - A slow consumer that never reads while the hub has things to send (a PINGREQ flood) is
   disconnected once its outbound buffer passes the cap, with the cap below and above the
-  transport's 64 KiB high-water mark; a canary publishing meanwhile is not held up.
+  transport's 64 KiB high-water mark; a bystander publishing meanwhile is not held up. (The
+  kernel's send buffer fills first: on loopback it takes several MB of PINGREQs, whose answers
+  the hub writes one write per read, before the hub's own buffer grows.)
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from tests.support.hostile import (
     HostileGuard,
     close_writer,
     open_raw,
+    ping_flood_until_closed,
     read_until_closed,
     rss_kib,
     security_events,
     wait_for_events,
-    wait_until,
 )
 from tests.support.hubkit import HubFactory
 from tests.support.mqtt_client import TestDevice
@@ -133,7 +135,7 @@ async def test_subscription_bombs_are_refused_quickly(
     await guard.check(hub)
 
 
-async def _latencies(bystander: TestDevice, until: asyncio.Future[bool]) -> list[float]:
+async def _latencies(bystander: TestDevice, until: asyncio.Future[int]) -> list[float]:
     """Publish from a bystander until ``until`` is done (at least once); return ack latencies."""
     latencies: list[float] = []
     while not (latencies and until.done()):
@@ -144,6 +146,7 @@ async def _latencies(bystander: TestDevice, until: asyncio.Future[bool]) -> list
     return latencies
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "max_outbound", ["16384", None], ids=["cap-below-high-water", "default-1MiB-cap"]
 )
@@ -154,7 +157,7 @@ async def test_slow_consumer_is_disconnected(
     hub = await hub_factory(**env)
     kit = await guard.watch(hub)
     creds = await kit.create_sas("sloth")
-    # A tiny receive window, so the kernel cannot absorb what the hub sends.
+    # A tiny receive window, so that what the hub sends piles up on the hub's side.
     device = TestDevice(*await open_raw(*hub.endpoint.address, ssl_context=kit.ctx, rcvbuf=4096))
     device.send(
         Connect(
@@ -167,40 +170,26 @@ async def test_slow_consumer_is_disconnected(
     await device.recv(ConnAck)
     bystander = await kit.connect(await kit.create_sas("bystander"), local_addr=(CANARY_SOURCE, 0))
     rss_before = rss_kib()
-    pings = b"\xc0\x00" * 200_000  # 200k PINGREQs; the PINGRESPs are never read.
     started = time.monotonic()
-    loop = asyncio.get_running_loop()
     try:
-        flood = loop.create_task(_write_all(device, pings, chunk=16_384))
-        gone = loop.create_task(
-            wait_until(
-                lambda: "sloth" not in [c.device_id for c in hub.endpoint.connections()],
-                timeout=10,
-            )
-        )
-        latencies = await _latencies(bystander, gone)
-        await flood
-        assert await wait_for_events(hub, event="slow-consumer", timeout=10)
+        flood = asyncio.get_running_loop().create_task(ping_flood_until_closed(device))
+        latencies = await _latencies(bystander, flood)
+        sent = await flood
         elapsed = time.monotonic() - started
     finally:
         await close_writer(device.writer)
         await bystander.close()
-    assert elapsed < 10, elapsed
-    # The bystander kept publishing while the hub dealt with the flood.
-    assert max(latencies) < 1.0, latencies
-    # The buffer was capped: nowhere near the ~4.8 MB of TLS records 200k PINGRESPs make.
+    # Disconnected well before the 16 MB the flood would have sent to a hub that never gives up.
+    assert sent < 12 * 1024 * 1024, sent
+    assert elapsed < 15, elapsed
+    assert await wait_for_events(hub, event="slow-consumer")
+    assert "sloth" not in [c.device_id for c in hub.endpoint.connections()]
+    # Bounded by the cap (plus the kernel's buffers, outside RSS), not by what was sent.
     assert rss_kib() - rss_before < 16 * 1024
-    assert await gone
+    # The bystander kept publishing while the hub dealt with the flood. The bound is loose: the
+    # attacker's TLS work shares this event loop, and the hub decodes a whole read (up to
+    # 256 KiB of PINGREQs, ~0.1 s) before anything else runs.
+    assert max(latencies) < 2.0, latencies
     assert [e for e in await security_events(hub) if e["event"] != "slow-consumer"] == []
 
     await guard.check(hub)
-
-
-async def _write_all(device: TestDevice, data: bytes, *, chunk: int) -> None:
-    """Write until done or until the hub closes (a peer that writes and never reads)."""
-    try:
-        for i in range(0, len(data), chunk):
-            device.writer.write(data[i : i + chunk])
-            await device.writer.drain()
-    except (ConnectionError, OSError):
-        pass

@@ -18,6 +18,7 @@ from tests.support.hostile import (
     HostileGuard,
     close_writer,
     open_raw,
+    ping_flood_until_closed,
     play_vector,
     read_until_closed,
     security_events,
@@ -83,12 +84,7 @@ async def _hostile_batch(kit: DeviceKit) -> None:
         )
     )
     await sloth.recv(ConnAck)
-    try:
-        for _ in range(25):
-            sloth.writer.write(b"\xc0\x00" * 8192)
-            await sloth.writer.drain()
-    except (ConnectionError, OSError):
-        pass
+    await ping_flood_until_closed(sloth)
     assert await sloth.wait_closed()
     await close_writer(sloth.writer)
 

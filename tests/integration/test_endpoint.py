@@ -84,8 +84,12 @@ async def test_security_marker_routes_to_security_stream(hub: RunningHub, kit: D
 
 
 async def test_pipelined_qos1_all_acknowledged_in_order_and_committed(
-    hub: RunningHub, kit: DeviceKit
+    hub_factory: HubFactory,
 ) -> None:
+    hub = await hub_factory(
+        limits_device_messages_per_second="100000", limits_device_message_burst="100000"
+    )
+    kit = DeviceKit(hub)
     creds = await kit.create_sas("pipe")
     dev = await kit.connect(creds)
     payloads = [f"m{i}".encode() for i in range(500)]

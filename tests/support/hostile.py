@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ironhub.codec.mqtt import Disconnect, Role
 from ironhub.storage.interfaces import Stream
 from tests.support.hubkit import DeviceKit
-from tests.support.mqtt_client import SasCredentials
+from tests.support.mqtt_client import SasCredentials, TestDevice
 from tests.vectors.load import expected_connack_code, vector_bytes
 from tests.vectors.mqtt_runner import run_vector
 
@@ -342,3 +342,27 @@ async def play_vector(kit: DeviceKit, vector: dict[str, Any], source: str) -> st
     if received != expected:
         return f"received {received.hex()!r}, expected {expected.hex()!r}"
     return None
+
+
+async def ping_flood_until_closed(
+    device: TestDevice, *, max_bytes: int = 16 * 1024 * 1024, chunk_bytes: int = 65_536
+) -> int:
+    """Write PINGREQs and never read the PINGRESPs, until the hub closes; return bytes sent.
+
+    A peer that never reads first fills the kernel's buffers (the hub's send buffer grows to a
+    few MB on loopback), then the hub's own outbound buffer up to its cap. Stops at
+    ``max_bytes`` if the hub never closes.
+    """
+    chunk = b"\xc0\x00" * (chunk_bytes // 2)
+    sent = 0
+    try:
+        while sent < max_bytes:
+            device.writer.write(chunk)
+            await device.writer.drain()
+            sent += len(chunk)
+            # drain() does not yield while the kernel takes everything; the attacker shares
+            # the hub's event loop here, and a real one would not starve it.
+            await asyncio.sleep(0)
+    except (ConnectionError, OSError):
+        pass
+    return sent

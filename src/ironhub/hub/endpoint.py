@@ -891,10 +891,10 @@ class _Connection(asyncio.Protocol):
         """Close the connection (idempotent); pending unacknowledged publishes stay unacked."""
         if self._closed:
             return
-        if not abort:
-            self._flush_replies()  # Answers to what came before the reason to close.
-            if self._closed:
-                return  # The flush found a slow consumer and aborted.
+        if not abort and self._replies and self._transport is not None:
+            # Answers to what came before the reason to close (close() still sends them).
+            self._transport.write(bytes(self._replies))
+        self._replies.clear()
         self._closed = True
         transport = self._transport or self._tcp
         if transport is not None:
