@@ -38,7 +38,7 @@ def test_half_made_directory_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     init_hub(data)
     DataFiles(data).kek.unlink()
-    with pytest.raises(ConfigError, match="incomplete data directory, missing kek.key"):
+    with pytest.raises(ConfigError, match=r"incomplete data directory, missing kek\.key"):
         ensure_trust_material(data, ("localhost",))
 
 
