@@ -22,6 +22,7 @@ from tests.support.hubkit import HubFactory
 from tests.support.sdk import SDK_DEVICE_SCRIPT, next_address, sdk_python
 
 from ironhub import pki
+from ironhub.cli.client import HubClient
 from ironhub.server import RunningHub
 from ironhub.storage.interfaces import AuthKind, DeviceState, Stream
 
@@ -108,10 +109,17 @@ async def test_sas_device_sends_telemetry_with_properties(sdk_hub: RunningHub, r
     assert (await dev.until("done"))["event"] == "done", dev.events
     assert await dev.finish() == 0
     sent_ids = [e["message_id"] for e in dev.events if e["event"] == "sent"]
-    msgs = await sdk_hub.services.log.query(device_id="sdk-sas", stream=Stream.TELEMETRY)
-    assert [json.loads(m.payload) for m in msgs] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    # Read back as an operator would: through the HTTPS API.
+    token = sdk_hub.info.first_admin_token
+    assert token is not None
+    api = HubClient(sdk_hub.info.api_url, token, sdk_hub.info.ca_path)
+    answer = await asyncio.to_thread(
+        api.request, "GET", "/messages?device=sdk-sas&stream=telemetry"
+    )
+    msgs = answer["messages"]
+    assert [json.loads(m["payload_text"]) for m in msgs] == [{"n": 0}, {"n": 1}, {"n": 2}]
     for msg, message_id, n in zip(msgs, sent_ids, range(3), strict=True):
-        props = dict(msg.properties)
+        props = msg["properties"]
         assert props["$.mid"] == message_id
         assert props["$.cid"] == f"corr-{n}"
         assert props["$.ct"] == "application/json"
