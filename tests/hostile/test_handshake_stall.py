@@ -62,7 +62,7 @@ async def test_stalled_handshake_closed_at_deadline(
         await close_writer(writer)
 
     assert closed
-    assert HANDSHAKE_TIMEOUT * 0.8 <= elapsed < HANDSHAKE_TIMEOUT + 1.0, elapsed
+    assert HANDSHAKE_TIMEOUT * 0.8 <= elapsed < HANDSHAKE_TIMEOUT + 3.0, elapsed
     events = await wait_for_events(hub, event="tls-handshake-failed")
     assert len(events) == 1, events
 
