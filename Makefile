@@ -33,8 +33,13 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 
+# The pure packages (protocol and security rules) must keep 100 % branch coverage (STYLE.md).
+PURE := src/ironhub/codec/*,src/ironhub/pki/*,src/ironhub/registry/sealing.py,src/ironhub/hub/ratelimit.py
+
 test: $(VENV)/.test-installed $(SDK_VENV)/.installed lint typecheck
-	IRONHUB_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python $(VENV)/bin/pytest -n 2 -q
+	IRONHUB_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python $(VENV)/bin/pytest -n 2 -q \
+		--cov --cov-report=term:skip-covered
+	$(VENV)/bin/coverage report --include='$(PURE)' --fail-under=100
 
 bench: $(VENV)/.test-installed
 	$(VENV)/bin/python bench/telemetry.py

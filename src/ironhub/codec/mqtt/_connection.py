@@ -65,7 +65,9 @@ from ironhub.codec.mqtt._decoder import (
     SERVER_DECODERS,
     decode_connack,
     decode_connect,
+    decode_publish,
     first_byte_problem,
+    new_publish,
     read_frame,
 )
 from ironhub.codec.mqtt._encoder import encode_packet
@@ -180,6 +182,9 @@ class MQTTConnection:
         "_role",
         "_sendable",
         "_state",
+        "_topic",
+        "_topic_length",
+        "_topic_raw",
     )
 
     def __init__(self, role: Role, limits: MQTTLimits = DEFAULT_LIMITS) -> None:
@@ -197,6 +202,11 @@ class MQTTConnection:
         self._bytes_sent = 0
         self._packets_received = 0
         self._packets_sent = 0
+        # The last PUBLISH topic decoded: its wire bytes, their length (-1: none yet, which no
+        # wire length equals) and the validated string.
+        self._topic_raw = b""
+        self._topic_length = -1
+        self._topic = ""
 
     @property
     def role(self) -> Role:
@@ -340,7 +350,9 @@ class MQTTConnection:
                 packets.append(connack)
         return body_end
 
-    def _receive_packets(self, source: bytes | bytearray, pos: int, packets: list[Packet]) -> int:
+    def _receive_packets(  # noqa: C901, PLR0912 - the hot path, inlined on purpose
+        self, source: bytes | bytearray, pos: int, packets: list[Packet]
+    ) -> int:
         # The hot path: decode every complete packet from ``pos`` on. Returns the new position.
         decoders = self._decoders
         limits = self._limits
@@ -348,6 +360,8 @@ class MQTTConnection:
         end = len(source)
         stop_byte = _DISCONNECT_BYTE if self._role is Role.SERVER else -1
         append = packets.append
+        # A PUBLISH payload is sliced straight from ``bytes`` (one copy), else from the view.
+        whole = source if type(source) is bytes else None
         with memoryview(source) as view:
             while pos < end:
                 first = source[pos]
@@ -373,13 +387,53 @@ class MQTTConnection:
                         break
                 if body_end > end:
                     break
-                append(decode(view, first, body_start, body_end, limits))
+                if first & 0xF0 == 0x30:
+                    # PUBLISH, most of the traffic. A device publishes to one topic over and
+                    # over: when the topic bytes equal the last one decoded (and so validated),
+                    # reuse its string and read only the packet id and payload here. Anything
+                    # else, malformed packets included, takes the full decoder.
+                    topic_raw = self._topic_raw
+                    qos = (first >> 1) & 0x03
+                    topic_end = body_start + 2 + len(topic_raw)
+                    payload_start = topic_end + 2 if qos else topic_end
+                    if (
+                        payload_start <= body_end
+                        and source[body_start] << 8 | source[body_start + 1] == self._topic_length
+                        and source.startswith(topic_raw, body_start + 2)
+                        and (not qos or source[topic_end] or source[topic_end + 1])
+                    ):
+                        append(
+                            new_publish(
+                                self._topic,
+                                whole[payload_start:body_end]
+                                if whole is not None
+                                else bytes(view[payload_start:body_end]),
+                                qos,
+                                bool(first & 0x01),
+                                bool(first & 0x08),
+                                source[topic_end] << 8 | source[topic_end + 1] if qos else None,
+                            )
+                        )
+                    else:
+                        append(self._decode_publish(view, first, body_start, body_end))
+                else:
+                    append(decode(view, first, body_start, body_end, limits))
                 pos = body_end
                 if first == stop_byte:
                     # [MQTT-3.14.4-1]: the client closes after DISCONNECT.
                     self._state = ConnectionState.CLOSED
                     break
         return pos
+
+    def _decode_publish(self, view: memoryview, first: int, start: int, end: int) -> Publish:
+        # A PUBLISH whose topic is not the cached one (or a malformed one): decode and validate
+        # it in full, then cache its topic for the next PUBLISH.
+        publish = decode_publish(view, first, start, end, self._limits)
+        topic_raw = bytes(view[start + 2 : start + 2 + (view[start] << 8 | view[start + 1])])
+        self._topic_raw = topic_raw
+        self._topic_length = len(topic_raw)
+        self._topic = publish.topic
+        return publish
 
     def _refusal(self, first: int) -> str:
         # Why a first byte is refused once CONNECTED (slow path: the table said no).
