@@ -73,6 +73,13 @@ class MQTTConfig:
     max_inflight_messages: int = 256
     #: Bytes queued for a slow reader before it is disconnected.
     max_outbound_buffer_bytes: int = 1024 * 1024
+    #: Hub-to-device QoS 1 publishes awaiting the device's PUBACK (the in-flight window).
+    max_outbound_inflight: int = 16
+    #: Hub-to-device publishes waiting for room in the window (twin answers, method
+    #: requests, desired notifications); a device that lets more pile up is disconnected.
+    max_outbound_queue: int = 256
+    #: Concurrent subscriptions per connection (Azure allows 5 topics per device).
+    max_subscriptions: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,18 @@ class LimitsConfig:
     auth_failures_per_identity_per_minute: int = 10
     #: New connections per second from one source address (token bucket; 0 disables).
     connections_per_source_per_second: float = 200.0
+    #: Twin operations per device (GET and reported PATCH from the device, operator patches):
+    #: sustained rate and burst. Over it, the device gets status 429 (Azure throttles twin
+    #: reads at 100/s and updates at 50/s per hub; per device we allow far less).
+    twin_operations_per_second: float = 10.0
+    twin_operation_burst: int = 20
+    #: Direct-method invocations per device: sustained rate and burst (429 beyond).
+    method_calls_per_second: float = 5.0
+    method_call_burst: int = 10
+    #: Cloud-to-device messages: pending per identity (Azure: 50) and the sweep interval of
+    #: expired ones.
+    max_pending_cloud_messages: int = 50
+    cloud_message_expiry_sweep_seconds: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

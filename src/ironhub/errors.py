@@ -10,13 +10,18 @@ Every exception raised on purpose by ironhub derives from :class:`IronhubError`:
     ├── AuthenticationError         a credential was refused (reason says why, never the secret)
     ├── AuthorizationError          an authenticated identity asked for something it may not do
     ├── ThrottledError              a rate or concurrency limit was hit
+    │   └── QueueFullError          a device's cloud-to-device queue holds its maximum
+    ├── DeviceUnavailableError      the device is not connected, or not listening (methods: 404)
+    ├── RequestTimeoutError         the device did not answer in time (methods: 504)
+    ├── DeviceResponseError         the device answered with something unusable (methods: 502)
     ├── TrustError                  X.509 / PKI material is invalid or does not chain
     ├── SealingError                sealed key material cannot be opened (wrong KEK or tampered)
     ├── StorageError                the storage backend failed; callers fail closed
     │   └── CorruptDatabaseError    the database is unreadable, truncated or of a foreign schema
     └── RegistryError               a registry operation was refused
         ├── NotFoundError           no such device / CA / token
-        ├── ConflictError           the object already exists or the version did not match
+        ├── ConflictError           the object already exists
+        │   └── PreconditionFailedError  the version the caller expected is not the stored one
         └── ValidationError         an identifier or field is malformed
 
 Messages never contain secrets, keys or payload bytes (STYLE.md).
@@ -30,12 +35,17 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "CorruptDatabaseError",
+    "DeviceResponseError",
+    "DeviceUnavailableError",
     "IronhubError",
     "LocalProtocolError",
     "NotFoundError",
+    "PreconditionFailedError",
     "ProtocolError",
+    "QueueFullError",
     "RegistryError",
     "RemoteProtocolError",
+    "RequestTimeoutError",
     "SealingError",
     "StorageError",
     "ThrottledError",
@@ -103,6 +113,22 @@ class ThrottledError(IronhubError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class QueueFullError(ThrottledError):
+    """A device's cloud-to-device queue already holds its maximum of pending messages."""
+
+
+class DeviceUnavailableError(IronhubError):
+    """The device is not connected, or not subscribed to what was asked (direct methods)."""
+
+
+class RequestTimeoutError(IronhubError):
+    """The device did not answer a request (a direct method) within its timeout."""
+
+
+class DeviceResponseError(IronhubError):
+    """The device answered a request with something unusable (a malformed method response)."""
+
+
 class TrustError(IronhubError):
     """X.509 material is malformed, expired, revoked, or does not chain to a trusted CA."""
 
@@ -129,6 +155,10 @@ class NotFoundError(RegistryError):
 
 class ConflictError(RegistryError):
     """The object already exists, or an optimistic-concurrency version did not match."""
+
+
+class PreconditionFailedError(ConflictError):
+    """The caller's expected version (``If-Match``, ``--if-version``) is not the stored one."""
 
 
 class ValidationError(RegistryError):

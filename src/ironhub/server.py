@@ -39,8 +39,12 @@ from ironhub.api.app import create_app
 from ironhub.clock import SYSTEM_CLOCK, Clock
 from ironhub.config import HubConfig
 from ironhub.errors import ConfigError, IronhubError, TrustError
+from ironhub.hub.c2d import CloudToDevice
+from ironhub.hub.commands import CommandBus
 from ironhub.hub.endpoint import DeviceEndpoint
+from ironhub.hub.methods import MethodService
 from ironhub.hub.tls import ServerTLSFiles, build_server_context
+from ironhub.hub.twins import TwinService
 from ironhub.metrics import Metrics
 from ironhub.registry.sealing import KEK_BYTES, generate_kek
 from ironhub.registry.service import Registry
@@ -247,6 +251,7 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
     tokens = TokenService(storage, clock)
     log = MessageLog(storage, clock, metrics)
     await log.start()
+    commands = CommandBus()
     return Services(
         config=config,
         clock=clock,
@@ -255,6 +260,10 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         registry=registry,
         tokens=tokens,
         log=log,
+        commands=commands,
+        twins=TwinService(storage, registry, commands, clock, limits=config.limits),
+        methods=MethodService(registry, commands, clock, config.limits),
+        c2d=CloudToDevice(storage, registry, log, bus=commands, clock=clock, limits=config.limits),
     )
 
 
@@ -318,6 +327,16 @@ class _TrustStore:
                 if device.auth_kind is AuthKind.X509_THUMBPRINT
                 for pem in device.certificates_pem
             )
+            for device in page:
+                # Module identities with thumbprint certificates (docs/adr/0009): one read
+                # per device; a storage method listing all identities would avoid it.
+                modules = await self._services.registry.list_modules(device.device_id)
+                pems.extend(
+                    pem
+                    for module in modules
+                    if module.auth_kind is AuthKind.X509_THUMBPRINT
+                    for pem in module.certificates_pem
+                )
             after = page[-1].device_id
         self._context = build_server_context(self._files, "\n".join(pems))
 
@@ -365,6 +384,8 @@ class RunningHub:
         close_streams(self.app)
         self.api.should_exit = True
         await self.endpoint.stop()
+        if self.services.c2d is not None:
+            await self.services.c2d.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self.api_task, timeout=10)
         await self.services.log.close()
@@ -390,6 +411,8 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
     endpoint = DeviceEndpoint(services, ssl_context=trust.current)
     services.endpoint = endpoint
     await endpoint.start()
+    if services.c2d is not None:
+        services.c2d.start()
 
     app = create_app(services)
     api_config = uvicorn.Config(
@@ -410,6 +433,8 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
     while not api.started:
         if api_task.done():
             await endpoint.stop()
+            if services.c2d is not None:
+                await services.c2d.stop()
             await services.log.close()
             await services.storage.close()
             api_task.result()

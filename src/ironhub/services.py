@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from ironhub.access.tokens import TokenService
     from ironhub.clock import Clock
     from ironhub.config import HubConfig
+    from ironhub.hub.c2d import CloudToDevice
+    from ironhub.hub.commands import CommandBus
+    from ironhub.hub.methods import MethodService
+    from ironhub.hub.twins import TwinService
     from ironhub.metrics import Metrics
     from ironhub.registry.service import Registry
     from ironhub.storage.interfaces import Storage
@@ -52,3 +56,7 @@ class Services:
     tokens: TokenService
     log: MessageLog
     endpoint: EndpointView | None = None
+    commands: CommandBus | None = None
+    twins: TwinService | None = None
+    methods: MethodService | None = None
+    c2d: CloudToDevice | None = None

@@ -5,6 +5,7 @@ same contract suite"). The last section guards the SQLite file itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import stat
@@ -15,17 +16,27 @@ from tests.contract.conftest import POISON_DEVICE, Backend
 
 from ironhub.clock import FakeClock
 from ironhub.config import StorageConfig
-from ironhub.errors import ConflictError, CorruptDatabaseError, NotFoundError, StorageError
+from ironhub.errors import (
+    ConflictError,
+    CorruptDatabaseError,
+    NotFoundError,
+    QueueFullError,
+    StorageError,
+    ThrottledError,
+)
 from ironhub.storage.interfaces import (
     AuthKind,
     CARecord,
+    CloudMessage,
     DeviceRecord,
     DeviceState,
     LogEntry,
+    SessionRecord,
     Storage,
     StoredMessage,
     Stream,
     TokenRecord,
+    TwinRecord,
 )
 from ironhub.storage.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStorage
 
@@ -80,6 +91,51 @@ def entry(
         packet_id=packet_id,
         digest=None if packet_id is None else f"digest-{n}".encode(),
     )
+
+
+def twin(identity: str = "dev-1", **overrides: object) -> TwinRecord:
+    fields: dict[str, object] = {
+        "identity": identity,
+        "tags": "{}",
+        "desired": "{}",
+        "desired_version": 1,
+        "reported": "{}",
+        "reported_version": 1,
+        "version": 1,
+        "updated_at": 100.0,
+    }
+    fields.update(overrides)
+    return TwinRecord(**fields)  # type: ignore[arg-type]
+
+
+def session(client_id: str = "dev-1", **overrides: object) -> SessionRecord:
+    fields: dict[str, object] = {
+        "client_id": client_id,
+        "subscriptions": (("devices/dev-1/messages/devicebound/#", 1), ("$iothub/twin/res/#", 0)),
+        "desired_version_sent": 3,
+        "updated_at": 100.0,
+    }
+    fields.update(overrides)
+    return SessionRecord(**fields)  # type: ignore[arg-type]
+
+
+def cloud(identity: str = "dev-1", n: int = 0, **overrides: object) -> CloudMessage:
+    fields: dict[str, object] = {
+        "seq": 0,
+        "identity": identity,
+        "input_name": None,
+        "enqueued_at": 500.0 + n,
+        "expires_at": 10_000.0 + n,
+        "payload": f"c2d-{n}".encode(),
+        "properties": (("$.mid", f"mid-{n}"), ("$.exp", "2030-01-01T00:00:00Z"), ("k", "v=ü")),
+    }
+    fields.update(overrides)
+    return CloudMessage(**fields)  # type: ignore[arg-type]
+
+
+def stored(message: CloudMessage, seq: int, delivery_count: int = 0) -> CloudMessage:
+    """``message`` as storage returns it once queued under ``seq``."""
+    return dataclasses.replace(message, seq=seq, delivery_count=delivery_count)
 
 
 async def settle(futures: Sequence[asyncio.Future[int]]) -> list[int | BaseException]:
@@ -158,6 +214,99 @@ async def test_delete_device(storage: Storage) -> None:
     assert await storage.get_device("dev-1") is None
 
 
+async def test_list_devices_excludes_modules(storage: Storage) -> None:
+    for device_id in ["a", "a/m1", "b", "b/m1", "b/m2", "c"]:
+        await storage.insert_device(device(device_id))
+    assert [d.device_id for d in await storage.list_devices()] == ["a", "b", "c"]
+    assert [d.device_id for d in await storage.list_devices(limit=2)] == ["a", "b"]
+    assert [d.device_id for d in await storage.list_devices(after="a", limit=2)] == ["b", "c"]
+    assert [d.device_id for d in await storage.list_devices(after="b", limit=1)] == ["c"]
+    assert await storage.get_device("b/m1") == device("b/m1")  # modules are stored identities
+
+
+async def test_list_modules_in_id_order(storage: Storage) -> None:
+    for device_id in ["d", "d/z", "d/a", "d/m.1", "d-2", "d-2/a", "d.x", "d0", "d0/a", "dd/a"]:
+        if "/" in device_id and await storage.get_device(device_id.split("/")[0]) is None:
+            await storage.insert_device(device(device_id.split("/")[0]))
+        await storage.insert_device(device(device_id))
+    assert [m.device_id for m in await storage.list_modules("d")] == ["d/a", "d/m.1", "d/z"]
+    assert [m.device_id for m in await storage.list_modules("d-2")] == ["d-2/a"]
+    assert await storage.list_modules("d.x") == []
+    assert await storage.list_modules("nobody") == []
+    assert await storage.list_modules("d/a") == []
+    assert (await storage.list_modules("d"))[0] == device("d/a")
+
+
+async def test_module_of_a_missing_device_is_refused(storage: Storage) -> None:
+    # The parent is checked in the insert's transaction: a module cannot outlive its device.
+    with pytest.raises(NotFoundError):
+        await storage.insert_device(device("ghost/m"))
+    assert await storage.get_device("ghost/m") is None
+    await storage.insert_device(device("ghost"))
+    await storage.insert_device(device("ghost/m"))
+    with pytest.raises(ConflictError):
+        await storage.insert_device(device("ghost/m"))
+
+
+async def test_module_update_and_delete(storage: Storage) -> None:
+    await storage.insert_device(device("d"))
+    await storage.insert_device(device("d/m"))
+    updated = device("d/m", state=DeviceState.DISABLED, version=2)
+    await storage.update_device(updated, expected_version=1)
+    assert await storage.get_device("d/m") == updated
+    assert await storage.delete_device("d/m") is True
+    assert await storage.delete_device("d/m") is False
+    assert await storage.get_device("d") == device("d")  # deleting a module keeps its device
+
+
+async def populate_identity(storage: Storage, identity: str) -> None:
+    """An identity with everything it may own: record, twin, session, two cloud messages."""
+    await storage.insert_device(device(identity))
+    await storage.put_twin(twin(identity), expected_version=None)
+    await storage.put_session(session(identity))
+    for n in range(2):
+        await storage.enqueue_cloud_message(cloud(identity, n), max_pending=10)
+
+
+async def owned_state(storage: Storage, identity: str) -> tuple[bool, bool, bool, int]:
+    return (
+        await storage.get_device(identity) is not None,
+        await storage.get_twin(identity) is not None,
+        await storage.get_session(identity) is not None,
+        len(await storage.list_cloud_messages(identity)),
+    )
+
+
+async def test_delete_device_cascades_to_modules_and_owned_state(storage: Storage) -> None:
+    identities = ["d", "d/m1", "d/m2", "d-2", "d-2/m1", "d.x", "c", "d0"]
+    for identity in identities:
+        await populate_identity(storage, identity)
+    assert await storage.delete_device("d") is True
+    for gone in ["d", "d/m1", "d/m2"]:
+        assert await owned_state(storage, gone) == (False, False, False, 0), gone
+    for kept in ["d-2", "d-2/m1", "d.x", "c", "d0"]:
+        assert await owned_state(storage, kept) == (True, True, True, 2), kept
+    assert await storage.list_modules("d") == []
+    assert [t.identity for t in await storage.list_twins()] == ["c", "d-2", "d-2/m1", "d.x", "d0"]
+    assert [d.device_id for d in await storage.list_devices()] == ["c", "d-2", "d.x", "d0"]
+    assert await storage.delete_device("d") is False
+
+
+async def test_delete_module_leaves_device_and_siblings(storage: Storage) -> None:
+    for identity in ["d", "d/m1", "d/m2"]:
+        await populate_identity(storage, identity)
+    assert await storage.delete_device("d/m1") is True
+    assert await owned_state(storage, "d/m1") == (False, False, False, 0)
+    assert await owned_state(storage, "d") == (True, True, True, 2)
+    assert await owned_state(storage, "d/m2") == (True, True, True, 2)
+
+
+async def test_delete_absent_device_reports_false(storage: Storage) -> None:
+    await populate_identity(storage, "d-2")
+    assert await storage.delete_device("d") is False
+    assert await owned_state(storage, "d-2") == (True, True, True, 2)
+
+
 # --- CAs --------------------------------------------------------------------------------------
 
 
@@ -206,6 +355,234 @@ async def test_revoke_token_and_count_ever_created(storage: Storage) -> None:
     assert found is not None
     assert found.revoked is True
     assert await storage.count_tokens() == 1  # revoked tokens still count: not a fresh hub
+
+
+# --- twins -----------------------------------------------------------------------------------
+
+
+async def test_twin_insert_and_get(storage: Storage) -> None:
+    record = twin(
+        "d/m",
+        tags='{"floor":2}',
+        desired='{"rate":5,"ü":"x"}',
+        desired_version=4,
+        reported='{"fw":"1.2"}',
+        reported_version=7,
+        version=10,
+        updated_at=123.5,
+    )
+    await storage.put_twin(record, expected_version=None)
+    assert await storage.get_twin("d/m") == record
+    assert await storage.get_twin("d") is None
+
+
+async def test_twin_insert_of_existing_conflicts(storage: Storage) -> None:
+    await storage.put_twin(twin(), expected_version=None)
+    with pytest.raises(ConflictError):
+        await storage.put_twin(twin(tags='{"a":1}'), expected_version=None)
+    assert await storage.get_twin("dev-1") == twin()
+
+
+async def test_twin_replace_with_expected_version(storage: Storage) -> None:
+    await storage.put_twin(twin(), expected_version=None)
+    changed = twin(desired='{"a":1}', desired_version=2, version=2, updated_at=200.0)
+    await storage.put_twin(changed, expected_version=1)
+    assert await storage.get_twin("dev-1") == changed
+    with pytest.raises(ConflictError):
+        await storage.put_twin(twin(reported='{"b":2}', version=2), expected_version=1)
+    assert await storage.get_twin("dev-1") == changed
+
+
+async def test_twin_replace_of_absent_is_not_found(storage: Storage) -> None:
+    with pytest.raises(NotFoundError):
+        await storage.put_twin(twin(version=2), expected_version=1)
+    assert await storage.get_twin("dev-1") is None
+
+
+async def test_list_twins_pages_in_identity_order(storage: Storage) -> None:
+    for identity in ["c", "a/m", "a", "b", "a-1"]:
+        await storage.put_twin(twin(identity), expected_version=None)
+    everything = ["a", "a-1", "a/m", "b", "c"]
+    assert [t.identity for t in await storage.list_twins()] == everything
+    assert [t.identity for t in await storage.list_twins(limit=2)] == ["a", "a-1"]
+    assert [t.identity for t in await storage.list_twins(after="a-1", limit=2)] == ["a/m", "b"]
+    assert await storage.list_twins(after="c") == []
+    assert await storage.list_twins(limit=0) == []
+    assert (await storage.list_twins(after="a/m", limit=1)) == [twin("b")]
+
+
+# --- persistent sessions ----------------------------------------------------------------------
+
+
+async def test_session_upsert_get_delete(storage: Storage) -> None:
+    assert await storage.get_session("dev-1") is None
+    first = session()
+    await storage.put_session(first)
+    assert await storage.get_session("dev-1") == first
+    replaced = session(subscriptions=(("$iothub/methods/POST/#", 0),), desired_version_sent=9)
+    await storage.put_session(replaced)
+    assert await storage.get_session("dev-1") == replaced
+    empty = session("d/m", subscriptions=(), desired_version_sent=0)
+    await storage.put_session(empty)
+    assert await storage.get_session("d/m") == empty
+    assert await storage.delete_session("dev-1") is True
+    assert await storage.delete_session("dev-1") is False
+    assert await storage.get_session("dev-1") is None
+    assert await storage.get_session("d/m") == empty
+
+
+async def test_session_keeps_subscription_order(storage: Storage) -> None:
+    filters = tuple((f"devices/dev-1/modules/m{n}/#", n % 2) for n in (3, 1, 2))
+    await storage.put_session(session(subscriptions=filters))
+    found = await storage.get_session("dev-1")
+    assert found is not None
+    assert found.subscriptions == filters
+
+
+# --- cloud-to-device queue --------------------------------------------------------------------
+
+
+async def test_cloud_queue_round_trip_in_seq_order(storage: Storage) -> None:
+    plain = cloud("dev-1", 0, properties=())
+    module_input = cloud("dev-1/m", 1, input_name="input1", payload=b"\x00\xff")
+    other = cloud("dev-1", 2, seq=999, delivery_count=0)  # the given seq is ignored
+    seqs = [
+        await storage.enqueue_cloud_message(m, max_pending=10) for m in (plain, module_input, other)
+    ]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 3
+    assert await storage.list_cloud_messages("dev-1") == [
+        stored(plain, seqs[0]),
+        stored(other, seqs[2]),
+    ]
+    assert await storage.list_cloud_messages("dev-1/m") == [stored(module_input, seqs[1])]
+    assert await storage.list_cloud_messages("dev-1", limit=1) == [stored(plain, seqs[0])]
+    assert await storage.list_cloud_messages("dev-1", limit=0) == []
+    assert await storage.list_cloud_messages("nobody") == []
+
+
+async def test_cloud_listing_includes_expired_messages(storage: Storage) -> None:
+    seq = await storage.enqueue_cloud_message(cloud(expires_at=1.0), max_pending=10)
+    assert [m.seq for m in await storage.list_cloud_messages("dev-1")] == [seq]
+
+
+async def test_cloud_queue_full_at_max_pending(storage: Storage) -> None:
+    for n in range(3):
+        await storage.enqueue_cloud_message(cloud("dev-1", n), max_pending=3)
+    with pytest.raises(QueueFullError) as info:
+        await storage.enqueue_cloud_message(cloud("dev-1", 3), max_pending=3)
+    assert isinstance(info.value, ThrottledError)
+    assert len(await storage.list_cloud_messages("dev-1")) == 3
+    # Other identities, a module of the same device included, have queues of their own.
+    await storage.enqueue_cloud_message(cloud("dev-2"), max_pending=3)
+    await storage.enqueue_cloud_message(cloud("dev-1/m"), max_pending=3)
+    assert len(await storage.list_cloud_messages("dev-2")) == 1
+    # A completed message frees its place; a larger limit admits more.
+    first = (await storage.list_cloud_messages("dev-1"))[0]
+    await storage.delete_cloud_message("dev-1", first.seq)
+    await storage.enqueue_cloud_message(cloud("dev-1", 4), max_pending=3)
+    await storage.enqueue_cloud_message(cloud("dev-1", 5), max_pending=4)
+    with pytest.raises(QueueFullError):
+        await storage.enqueue_cloud_message(cloud("dev-1", 6), max_pending=0)
+    assert len(await storage.list_cloud_messages("dev-1")) == 4
+
+
+async def test_concurrent_enqueues_never_overfill(storage: Storage) -> None:
+    results = await asyncio.gather(
+        *(storage.enqueue_cloud_message(cloud("dev-1", n), max_pending=5) for n in range(20)),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(r, int) for r in results) == 5
+    assert all(isinstance(r, (int, QueueFullError)) for r in results)
+    assert len(await storage.list_cloud_messages("dev-1")) == 5
+
+
+async def test_cloud_seqs_are_never_reused(storage: Storage) -> None:
+    first = await storage.enqueue_cloud_message(cloud(), max_pending=10)
+    assert await storage.delete_cloud_message("dev-1", first) is not None
+    second = await storage.enqueue_cloud_message(cloud(), max_pending=10)
+    assert second > first
+    await storage.purge_cloud_messages("dev-1")
+    assert await storage.enqueue_cloud_message(cloud(), max_pending=10) > second
+
+
+async def test_mark_cloud_message_delivered_counts(storage: Storage) -> None:
+    seq = await storage.enqueue_cloud_message(cloud(), max_pending=10)
+    other = await storage.enqueue_cloud_message(cloud(n=1), max_pending=10)
+    await storage.mark_cloud_message_delivered("dev-1", seq)
+    await storage.mark_cloud_message_delivered("dev-1", seq)
+    await storage.mark_cloud_message_delivered("dev-2", other)  # another identity: untouched
+    await storage.mark_cloud_message_delivered("dev-1", 10_000)  # gone: no error
+    assert [m.delivery_count for m in await storage.list_cloud_messages("dev-1")] == [2, 0]
+
+
+async def test_delete_cloud_message_returns_it(storage: Storage) -> None:
+    seq = await storage.enqueue_cloud_message(cloud(), max_pending=10)
+    await storage.mark_cloud_message_delivered("dev-1", seq)
+    assert await storage.delete_cloud_message("dev-2", seq) is None  # not that identity's
+    assert await storage.delete_cloud_message("dev-1", seq) == stored(cloud(), seq, 1)
+    assert await storage.delete_cloud_message("dev-1", seq) is None
+    assert await storage.list_cloud_messages("dev-1") == []
+
+
+async def test_purge_cloud_messages(storage: Storage) -> None:
+    seqs = [await storage.enqueue_cloud_message(cloud("d", n), max_pending=10) for n in range(3)]
+    kept = await storage.enqueue_cloud_message(cloud("d/m", 9), max_pending=10)
+    purged = await storage.purge_cloud_messages("d")
+    assert purged == [stored(cloud("d", n), seq) for n, seq in enumerate(seqs)]
+    assert await storage.list_cloud_messages("d") == []
+    assert await storage.purge_cloud_messages("d") == []
+    assert [m.seq for m in await storage.list_cloud_messages("d/m")] == [kept]
+
+
+async def test_take_expired_oldest_first_and_limited(storage: Storage) -> None:
+    # Enqueued out of expiry order: "oldest first" is by expiry time, then by seq.
+    expiries = {"late": 300.0, "early": 100.0, "tie-a": 200.0, "tie-b": 200.0, "live": 900.0}
+    seq = {}
+    for n, (name, expires_at) in enumerate(expiries.items()):
+        identity = "dev-2" if name == "tie-a" else "dev-1"
+        message = cloud(identity, n, expires_at=expires_at)
+        seq[name] = await storage.enqueue_cloud_message(message, max_pending=10)
+    taken = await storage.take_expired_cloud_messages(300.0, limit=2)
+    assert [m.seq for m in taken] == [seq["early"], seq["tie-a"]]
+    assert taken[1] == stored(cloud("dev-2", 2, expires_at=200.0), seq["tie-a"])
+    assert await storage.take_expired_cloud_messages(0.0) == []
+    rest = await storage.take_expired_cloud_messages(300.0)
+    assert [m.seq for m in rest] == [seq["tie-b"], seq["late"]]  # expires_at == now counts
+    assert await storage.take_expired_cloud_messages(300.0) == []
+    assert [m.seq for m in await storage.list_cloud_messages("dev-1")] == [seq["live"]]
+    assert await storage.take_expired_cloud_messages(1000.0, limit=0) == []
+
+
+async def test_reopen_keeps_twins_sessions_and_cloud_messages(
+    backend: Backend, storage: Storage
+) -> None:
+    await storage.insert_device(device("d"))
+    await storage.insert_device(device("d/m"))
+    await storage.put_twin(twin("d/m", desired='{"a":1}'), expected_version=None)
+    await storage.put_session(session("d/m"))
+    seq = await storage.enqueue_cloud_message(cloud("d/m", input_name="in"), max_pending=10)
+    await storage.mark_cloud_message_delivered("d/m", seq)
+    await storage.close()
+
+    reopened = await backend.open()
+    assert await reopened.list_modules("d") == [device("d/m")]
+    assert await reopened.get_twin("d/m") == twin("d/m", desired='{"a":1}')
+    assert await reopened.get_session("d/m") == session("d/m")
+    assert await reopened.list_cloud_messages("d/m") == [
+        stored(cloud("d/m", input_name="in"), seq, 1)
+    ]
+    # The counter survives too: a seq is not reused after a restart.
+    await reopened.delete_cloud_message("d/m", seq)
+    assert await reopened.enqueue_cloud_message(cloud("d/m"), max_pending=10) > seq
+
+
+async def test_feedback_stream_round_trips(storage: Storage) -> None:
+    seq = await storage.append(entry(0, stream=Stream.FEEDBACK, properties=(("outcome", "ok"),)))
+    assert [m.stream for m in await storage.query_messages(stream=Stream.FEEDBACK)] == [
+        Stream.FEEDBACK
+    ]
+    assert (await storage.query_messages())[0].seq == seq
 
 
 # --- message log ------------------------------------------------------------------------------
@@ -346,6 +723,10 @@ async def test_closed_storage_refuses_work(storage: Storage) -> None:
         await storage.get_device("dev-1")
     with pytest.raises(StorageError):
         await storage.insert_device(device())
+    with pytest.raises(StorageError):
+        await storage.get_twin("dev-1")
+    with pytest.raises(StorageError):
+        await storage.enqueue_cloud_message(cloud(), max_pending=10)
 
 
 async def test_open_twice_is_refused(storage: Storage) -> None:
@@ -583,3 +964,50 @@ async def test_corrupt_row_is_reported_not_guessed(tmp_path: Path) -> None:
     with pytest.raises(CorruptDatabaseError):
         await storage.query_messages()
     await storage.close()
+
+
+async def test_corrupt_session_and_cloud_rows_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    storage = await open_sqlite(path)
+    await storage.put_session(session())
+    seq = await storage.enqueue_cloud_message(cloud(), max_pending=10)
+    await storage.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE sessions SET subscriptions = '[\"not-a-pair\"]'")
+    conn.execute("UPDATE cloud_messages SET properties = x'c1'")
+    conn.commit()
+    conn.close()
+    storage = await open_sqlite(path)
+    with pytest.raises(CorruptDatabaseError):
+        await storage.get_session("dev-1")
+    with pytest.raises(CorruptDatabaseError):
+        await storage.list_cloud_messages("dev-1")
+    with pytest.raises(CorruptDatabaseError):
+        await storage.delete_cloud_message("dev-1", seq)
+    # A refused removal removes nothing.
+    assert len(await storage.purge_cloud_messages("dev-2")) == 0
+    with pytest.raises(CorruptDatabaseError):
+        await storage.purge_cloud_messages("dev-1")
+    with pytest.raises(CorruptDatabaseError):
+        await storage.take_expired_cloud_messages(1e12)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM cloud_messages").fetchone()[0] == 1
+    conn.close()
+    await storage.close()
+
+
+async def test_cloud_messages_table_has_its_indexes(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    await make_database(path)
+    conn = sqlite3.connect(path)
+    indexes = {
+        row[0]: row[1]
+        for row in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+            ("cloud_messages",),
+        )
+    }
+    conn.close()
+    assert len(indexes) == 2
+    assert any("(identity, seq)" in sql for sql in indexes.values())
+    assert any("(expires_at)" in sql for sql in indexes.values())

@@ -23,6 +23,14 @@ class DeviceKit:
         assert created.primary_key is not None
         return SasCredentials(self.hub.services.config.hostname, device_id, created.primary_key)
 
+    async def create_module_sas(self, device_id: str, module_id: str) -> SasCredentials:
+        """A module identity ``device_id/module_id`` (its credentials use the ClientId form)."""
+        created = await self.hub.services.registry.create_module(device_id, module_id)
+        assert created.primary_key is not None
+        return SasCredentials(
+            self.hub.services.config.hostname, f"{device_id}/{module_id}", created.primary_key
+        )
+
     async def connect(self, creds: SasCredentials, **kwargs: object) -> TestDevice:
         return await TestDevice.connect(
             self.host,

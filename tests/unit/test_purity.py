@@ -19,7 +19,11 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ironhub"
 PURE = (
     *sorted((SRC / "codec").rglob("*.py")),
     *sorted((SRC / "pki").rglob("*.py")),
-    *([SRC / "registry" / "sealing.py"] if (SRC / "registry" / "sealing.py").exists() else []),
+    SRC / "registry" / "sealing.py",
+    SRC / "registry" / "twin.py",
+    SRC / "registry" / "query.py",
+    SRC / "hub" / "outbound.py",
+    SRC / "hub" / "ratelimit.py",
 )
 
 # Each entry forbids the module and its submodules.

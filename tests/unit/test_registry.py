@@ -40,9 +40,18 @@ NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 class RacingStorage(SQLiteStorage):
     """Lets another writer bump a device's version just before each of the next ``races``
-    updates, as a concurrent operator would."""
+    updates, as a concurrent operator would; and, when ``vanishing`` names a device, deletes it
+    right after the next read of it."""
 
     races = 0
+    vanishing: str | None = None
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None:
+        found = await super().get_device(device_id)
+        if device_id == self.vanishing:
+            self.vanishing = None
+            await self.delete_device(device_id)
+        return found
 
     async def update_device(self, record: DeviceRecord, *, expected_version: int) -> None:
         if self.races:
@@ -394,3 +403,216 @@ async def test_non_ca_certificates_are_refused(registry: Registry) -> None:
     with pytest.raises(ValidationError, match="CA certificate refused"):
         await registry.add_ca("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     assert await registry.list_cas() == []
+
+
+# --- modules ----------------------------------------------------------------------------------
+
+
+async def test_create_sas_module_seals_keys_under_the_module_identity(
+    registry: Registry, clock: FakeClock
+) -> None:
+    device = await registry.create_device("d-1")
+    created = await registry.create_module("d-1", "mod.1")
+    record = created.record
+    assert record.device_id == "d-1/mod.1"
+    assert record.auth_kind is AuthKind.SAS
+    assert record.state is DeviceState.ENABLED
+    assert record.created_at == record.updated_at == clock.time()
+    assert created.primary_key is not None
+    assert created.secondary_key is not None
+    keys = (base64.b64decode(created.primary_key), base64.b64decode(created.secondary_key))
+    assert registry.unseal_keys(record) == keys
+    assert keys != registry.unseal_keys(device.record)
+    assert await registry.get_device("d-1/mod.1") == record
+    # The sealed keys are bound to the module identity: they open neither as the device's
+    # nor as another module's.
+    with pytest.raises(SealingError):
+        registry.unseal_keys(
+            dataclasses.replace(device.record, primary_key_sealed=record.primary_key_sealed)
+        )
+    with pytest.raises(SealingError):
+        registry.unseal_keys(dataclasses.replace(record, device_id="d-1/other"))
+
+
+async def test_create_module_with_x509_credentials(registry: Registry) -> None:
+    trust: list[None] = []
+    registry.add_trust_listener(lambda: trust.append(None))
+    await registry.create_device("d-1", AuthKind.X509_CA)
+    certificate = self_signed("d-1/thumb")
+    thumb = await registry.create_module(
+        "d-1", "thumb", auth_kind=AuthKind.X509_THUMBPRINT, certificates_pem=[pem(certificate)]
+    )
+    assert thumb.primary_key is None
+    assert thumb.record.primary_thumbprint == thumbprint_sha256(certificate)
+    assert thumb.record.certificates_pem == (pem(certificate),)
+    assert trust == [None]  # the TLS layer must learn the new certificate
+    ca = await registry.create_module("d-1", "ca", auth_kind=AuthKind.X509_CA)
+    assert (ca.primary_key, ca.record.primary_key_sealed) == (None, None)
+    assert registry.unseal_keys(ca.record) == ()
+    with pytest.raises(ValidationError, match="take no certificates"):
+        await registry.create_module("d-1", "sas", certificates_pem=(pem(certificate),))
+    with pytest.raises(ValidationError, match="one or two"):
+        await registry.create_module("d-1", "t2", auth_kind=AuthKind.X509_THUMBPRINT)
+    with pytest.raises(ValidationError, match="authentication kind"):
+        await registry.create_module("d-1", "x", auth_kind="password")  # type: ignore[arg-type]
+    assert [m.device_id for m in await registry.list_modules("d-1")] == ["d-1/ca", "d-1/thumb"]
+
+
+async def test_create_module_needs_an_existing_device(registry: Registry) -> None:
+    with pytest.raises(NotFoundError):
+        await registry.create_module("ghost", "m")
+    await registry.create_device("d-1")
+    await registry.create_module("d-1", "m")
+    with pytest.raises(NotFoundError):
+        await registry.create_module("d-2", "m")  # a device's name prefix is not a device
+
+
+async def test_existing_module_conflicts(registry: Registry) -> None:
+    await registry.create_device("d-1")
+    await registry.create_module("d-1", "m")
+    with pytest.raises(ConflictError):
+        await registry.create_module("d-1", "m", auth_kind=AuthKind.X509_CA)
+
+
+@pytest.mark.parametrize(
+    ("device_id", "module_id"),
+    [("d-1", ""), ("d-1", "a/b"), ("d-1", "+"), ("d-1", "-m"), ("", "m"), ("d-1/m", "x")],
+)
+async def test_invalid_module_ids_are_refused(
+    registry: Registry, device_id: str, module_id: str
+) -> None:
+    await registry.create_device("d-1")
+    with pytest.raises(ValidationError):
+        await registry.create_module(device_id, module_id)
+    assert await registry.list_modules("d-1") == []
+
+
+async def test_create_device_refuses_a_module_identity(registry: Registry) -> None:
+    await registry.create_device("d-1")
+    with pytest.raises(ValidationError):
+        await registry.create_device("d-1/m")
+    assert await registry.list_modules("d-1") == []
+
+
+async def test_list_modules(registry: Registry) -> None:
+    for device_id in ["d", "d-2"]:
+        await registry.create_device(device_id, AuthKind.X509_CA)
+    for module_id in ["z", "a", "m"]:
+        await registry.create_module("d", module_id, auth_kind=AuthKind.X509_CA)
+    await registry.create_module("d-2", "a", auth_kind=AuthKind.X509_CA)
+    assert [m.device_id for m in await registry.list_modules("d")] == ["d/a", "d/m", "d/z"]
+    assert [m.device_id for m in await registry.list_modules("d-2")] == ["d-2/a"]
+    assert [d.device_id for d in await registry.list_devices()] == ["d", "d-2"]
+    with pytest.raises(NotFoundError):
+        await registry.list_modules("ghost")
+    with pytest.raises(ValidationError):
+        await registry.list_modules("d/a")
+
+
+async def test_delete_device_deletes_and_notifies_its_modules(
+    registry: Registry, changes: list[DeviceChange]
+) -> None:
+    trust: list[None] = []
+    registry.add_trust_listener(lambda: trust.append(None))
+    await registry.create_device("d")
+    await registry.create_module("d", "m1")
+    await registry.create_module("d", "m2")
+    await registry.create_device("d-2")
+    await registry.create_module("d-2", "m1")
+    await registry.delete_device("d")
+    assert changes == [
+        DeviceChange("d", "deleted"),
+        DeviceChange("d/m1", "deleted"),
+        DeviceChange("d/m2", "deleted"),
+    ]
+    assert trust == [None]
+    for gone in ["d", "d/m1", "d/m2"]:
+        with pytest.raises(NotFoundError):
+            await registry.get_device(gone)
+    assert [m.device_id for m in await registry.list_modules("d-2")] == ["d-2/m1"]
+    # A device created again under the same id starts without modules.
+    await registry.create_device("d")
+    assert await registry.list_modules("d") == []
+
+
+async def test_delete_module_keeps_its_device(
+    registry: Registry, changes: list[DeviceChange]
+) -> None:
+    await registry.create_device("d")
+    await registry.create_module("d", "m1")
+    await registry.create_module("d", "m2")
+    await registry.delete_device("d/m1")
+    assert changes == [DeviceChange("d/m1", "deleted")]
+    assert [m.device_id for m in await registry.list_modules("d")] == ["d/m2"]
+    with pytest.raises(NotFoundError):
+        await registry.delete_device("d/m1")
+
+
+async def test_disabling_a_device_notifies_its_modules(
+    registry: Registry, changes: list[DeviceChange]
+) -> None:
+    await registry.create_device("d")
+    await registry.create_module("d", "m1")
+    await registry.create_module("d", "m2")
+    await registry.create_device("d-2")
+    await registry.create_module("d-2", "m1")
+    await registry.set_state("d", DeviceState.DISABLED)
+    assert changes == [
+        DeviceChange("d", "disabled"),
+        DeviceChange("d/m1", "disabled"),
+        DeviceChange("d/m2", "disabled"),
+    ]
+    # The modules' own records are not changed: their state is their own.
+    assert (await registry.get_device("d/m1")).state is DeviceState.ENABLED
+    changes.clear()
+    await registry.set_state("d", DeviceState.ENABLED)
+    assert [c.device_id for c in changes] == ["d", "d/m1", "d/m2"]
+    assert {c.reason for c in changes} == {"enabled"}
+
+
+async def test_module_state_and_keys_are_its_own(
+    registry: Registry, changes: list[DeviceChange]
+) -> None:
+    device = await registry.create_device("d")
+    module = await registry.create_module("d", "m")
+    disabled = await registry.set_state("d/m", DeviceState.DISABLED)
+    assert disabled.state is DeviceState.DISABLED
+    assert disabled.version == 2
+    assert (await registry.get_device("d")).state is DeviceState.ENABLED
+    new_key = await registry.rotate_key("d/m", "secondary")
+    record = await registry.get_device("d/m")
+    assert module.primary_key is not None
+    assert registry.unseal_keys(record) == (
+        base64.b64decode(module.primary_key),
+        base64.b64decode(new_key),
+    )
+    assert registry.unseal_keys(await registry.get_device("d")) == registry.unseal_keys(
+        device.record
+    )
+    assert changes == [
+        DeviceChange("d/m", "disabled"),
+        DeviceChange("d/m", "key-rotated", "secondary"),
+    ]
+
+
+@pytest.mark.parametrize("identity", ["", "d/", "/m", "d/m/x", "d/+", "has space"])
+async def test_changes_refuse_malformed_identity_keys(
+    registry: Registry, identity: str, changes: list[DeviceChange]
+) -> None:
+    with pytest.raises(ValidationError):
+        await registry.set_state(identity, DeviceState.DISABLED)
+    with pytest.raises(ValidationError):
+        await registry.rotate_key(identity, "primary")
+    with pytest.raises(ValidationError):
+        await registry.delete_device(identity)
+    assert changes == []
+
+
+async def test_module_of_a_device_deleted_meanwhile_is_refused(
+    registry: Registry, storage: RacingStorage
+) -> None:
+    await registry.create_device("d")
+    storage.vanishing = "d"  # deleted between the registry's check and the insert
+    with pytest.raises(NotFoundError):
+        await registry.create_module("d", "m")
+    assert await storage.get_device("d/m") is None

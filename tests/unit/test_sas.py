@@ -17,7 +17,7 @@ from ironhub.codec.sas import (
     resource_uri_for,
     verify_sas_token,
 )
-from ironhub.errors import AuthenticationError
+from ironhub.errors import AuthenticationError, ValidationError
 
 KEY = b"device-one-secret-key-32-bytes!!"
 OTHER_KEY = b"another-secret-key-of-32-bytes!!"
@@ -117,6 +117,75 @@ def test_resource_uri_for_device_and_module() -> None:
         resource_uri_for("localhost", "dev1", "filter-mod")
         == "localhost/devices/dev1/modules/filter-mod"
     )
+
+
+def test_resource_uri_for_module_client_id() -> None:
+    # azure-iot-mqtt.md §2.2/§2.3: a module's ClientId is "device/module", its resource URI
+    # {host}/devices/{device}/modules/{module}.
+    assert (
+        resource_uri_for("myhub.example.net", "dev1/filter-mod")
+        == "myhub.example.net/devices/dev1/modules/filter-mod"
+    )
+    assert resource_uri_for("h", "dev1/m1") == resource_uri_for("h", "dev1", "m1")
+
+
+@pytest.mark.parametrize(
+    ("client_id", "module_id"),
+    [
+        ("", None),
+        ("dev1/", None),
+        ("/m1", None),
+        ("dev1/m1/x", None),
+        ("dev1//m1", None),
+        ("dev1/m1", "m2"),  # a ClientId plus a module id would add a level
+        ("dev1", ""),
+        ("dev1", "m/1"),
+        ("dev+", None),
+        ("dev1/#", None),
+    ],
+)
+def test_resource_uri_for_refuses_malformed_identities(
+    client_id: str, module_id: str | None
+) -> None:
+    with pytest.raises(ValidationError):
+        resource_uri_for("h", client_id, module_id)
+
+
+# The digest's worked example (§2.3) for a module: same key and se, module resource URI.
+# Produced by the SDK's own RenewableSasToken with time.time pinned to se - 3600.
+MODULE_KEY_B64 = "ZGV2aWNlLW9uZS1zZWNyZXQta2V5LTMyLWJ5dGVzISE="
+MODULE_URI = "myhub.example.net/devices/dev1/modules/filter-mod"
+MODULE_STRING_TO_SIGN = "myhub.example.net%2Fdevices%2Fdev1%2Fmodules%2Ffilter-mod\n1767225600"
+MODULE_SIGNATURE = "XcFtPNUQImvH5CY2sEopRYZb5I9TYCrUyE1LlSvjBR4="
+MODULE_TOKEN = (
+    "SharedAccessSignature sr=myhub.example.net%2Fdevices%2Fdev1%2Fmodules%2Ffilter-mod"
+    "&sig=XcFtPNUQImvH5CY2sEopRYZb5I9TYCrUyE1LlSvjBR4%3D&se=1767225600"
+)
+
+
+def test_worked_module_example() -> None:
+    key = base64.b64decode(MODULE_KEY_B64)
+    uri = resource_uri_for("myhub.example.net", "dev1/filter-mod")
+    assert uri == MODULE_URI
+    sr = urllib.parse.quote(uri, safe="")
+    assert f"{sr}\n{SE}" == MODULE_STRING_TO_SIGN
+    assert sas._signature(sr, SE, key).decode() == MODULE_SIGNATURE
+    assert generate_sas_token(uri, key, SE) == MODULE_TOKEN
+    # The hub verifies it against the URI it derives from the module's ClientId.
+    assert verify(MODULE_TOKEN, expected_uri=uri) == 0
+
+
+def test_device_and_module_tokens_are_not_interchangeable() -> None:
+    device_uri = resource_uri_for("myhub.example.net", "dev1")
+    module_uri = resource_uri_for("myhub.example.net", "dev1/filter-mod")
+    for token, expected in ((MODULE_TOKEN, device_uri), (token_for(uri=device_uri), module_uri)):
+        with pytest.raises(AuthenticationError) as excinfo:
+            verify(token, expected_uri=expected)
+        assert reasons(excinfo) == "wrong-resource"
+    other_module = resource_uri_for("myhub.example.net", "dev1/other-mod")
+    with pytest.raises(AuthenticationError) as excinfo:
+        verify(MODULE_TOKEN, expected_uri=other_module)
+    assert reasons(excinfo) == "wrong-resource"
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -5,10 +5,17 @@ This module is sans-IO: strings in, frozen records out, and every refusal is an 
 ``shared/protocols/azure-iot-mqtt.md``:
 
 * the CONNECT username (§2.2): :func:`parse_hub_username`, :func:`is_dps_username`;
-* ironhub's identifier rule: :func:`validate_identity`;
+* ironhub's identifier rule: :func:`validate_identity`, :func:`split_identity`, and the names
+  that share it or resemble it: :func:`validate_input_name`, :func:`validate_method_name`;
 * the property bag appended to telemetry topics (§3.1): :func:`decode_property_bag`;
-* what an authenticated device may publish and subscribe to (§3, T1-T3):
-  :func:`classify_device_publish`, :func:`check_device_subscribe`;
+* what an authenticated device or module may publish (§3, T1/T1m telemetry, T5g/T5p twin
+  requests, T4r method responses): :func:`classify_device_publish`, :class:`DevicePublish`;
+* what it may subscribe to (§3, T2-T6): :func:`check_device_subscribe`,
+  :class:`SubscriptionKind`;
+* the topics the hub publishes to devices (§3, T2'-T6', §3.2): :func:`encode_property_bag`,
+  :func:`c2d_topic`, :func:`module_input_topic`, :func:`twin_response_topic`,
+  :func:`desired_patch_topic`, :func:`method_request_topic`, and the admission check for
+  operator-supplied cloud-to-device properties, :func:`validate_cloud_properties`;
 * the security-stream markers: :data:`SECURITY_MESSAGE_MARKERS`,
   :func:`is_security_message`.
 
@@ -20,16 +27,30 @@ https://github.com/wind-c/comqtt/pull/169; SECURITY-TESTS.md §3.4). Identity st
 interpolated into a pattern, so an identity containing ``/``, ``+`` or ``#`` could never widen
 what matches (CVE-2017-7650); :func:`validate_identity` refuses such identities anyway.
 
+The ``$iothub/...`` topics name no identity: the connection's authenticated identity selects
+whose twin and methods they address, so a device can reach only its own twin and methods, and
+a module (which uses the same topics) only the module's.
+
+Theory of operation for outbound topics. The SDK recognises hub-to-device topics by substring
+and prefix (``is_method_topic`` looks for ``$iothub/methods/POST`` anywhere in the topic,
+``mqtt_topic_iothub.py``), splits them at every ``/`` and at the first ``?``, and splits query
+items at every ``=``. The builders therefore percent-encode every free-form part
+(``urllib.parse.quote(..., safe="")``, §3.2), so no ``/``, ``?``, ``&`` or ``=`` of a value
+ever reaches the wire raw, and validate the parts sent raw (identities, input and method names)
+against rules that exclude those characters and ``%``.
+
 Error messages never echo the topic, a property value or a payload: a property bag is
 device-controlled text that may hold anything, so messages name only the rule that failed.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import types
 import urllib.parse
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
 from ironhub.errors import AuthenticationError, AuthorizationError, ValidationError
@@ -39,8 +60,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_IDENTITY_CHARS",
+    "MAX_METHOD_NAME_CHARS",
     "MAX_PROPERTIES",
     "MAX_PROPERTY_BAG_CHARS",
+    "MAX_PROPERTY_KEY_CHARS",
+    "MAX_REQUEST_ID_CHARS",
     "MAX_USERNAME_CHARS",
     "MAX_USERNAME_PARAMS",
     "SECURITY_INTERFACE_ID",
@@ -48,14 +72,26 @@ __all__ = [
     "STREAM_PROPERTY",
     "DevicePublish",
     "HubUsername",
+    "PublishKind",
+    "SubscriptionKind",
+    "c2d_topic",
     "check_device_subscribe",
     "classify_device_publish",
     "decode_property_bag",
+    "desired_patch_topic",
+    "encode_property_bag",
     "is_dps_username",
     "is_security_message",
+    "method_request_topic",
+    "module_input_topic",
     "parse_hub_username",
     "percent_decode",
+    "split_identity",
+    "twin_response_topic",
+    "validate_cloud_properties",
     "validate_identity",
+    "validate_input_name",
+    "validate_method_name",
 ]
 
 #: Longest device or module id (Azure's limit, azure-iot-mqtt.md §3.1 and the Azure docs).
@@ -75,6 +111,17 @@ MAX_PROPERTIES = 64
 
 #: Longest encoded property bag, in characters (the topic name itself may reach 65535).
 MAX_PROPERTY_BAG_CHARS = 8192
+
+#: Longest key of an operator-supplied cloud-to-device property (:func:`validate_cloud_properties`).
+MAX_PROPERTY_KEY_CHARS = 256
+
+#: Longest ``$rid`` request id, decoded. The SDK sends a uuid4 (36 characters,
+#: ``common/pipeline/pipeline_stages_base.py``); Azure documents no limit, and 128 matches the
+#: other identifiers of the protocol.
+MAX_REQUEST_ID_CHARS = 128
+
+#: Longest direct-method name (Azure's documented limit for method names).
+MAX_METHOD_NAME_CHARS = 128
 
 #: The interface id ``Message.set_as_security_message()`` puts in ``$.ifid`` (the SDK's
 #: ``constant.SECURITY_MESSAGE_INTERFACE_ID``, the Defender-for-IoT security-message marker).
@@ -116,6 +163,40 @@ _BAG_FORBIDDEN_RE = re.compile(r"[^\x21-\x7e]|[#+/]")
 # C0 controls and DEL are refused in decoded keys and values: they have no use in a property
 # and make log lines and downstream consumers ambiguous.
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+# A $rid request id, decoded: printable ASCII without space. Anything else is re-encoded on the
+# way back anyway, but has no use and makes logs ambiguous.
+_REQUEST_ID_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_REQUEST_ID_CHARS}}}")
+
+# A method name is sent raw in a topic level (Azure does not encode it, and the SDK decodes it
+# with unquote, so a raw name round-trips exactly when it holds no '%'). It must therefore hold
+# no level separator, wildcard, query separator or '%', and no space.
+_METHOD_NAME_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_METHOD_NAME_CHARS}}}")
+_METHOD_NAME_FORBIDDEN = frozenset("/#+?&=%")
+
+# A method-response status as the SDK writes it (str(int)): optional '-', decimal digits. The
+# class is ASCII on purpose: int() would also accept other scripts' digits, '+', '_' and spaces.
+_METHOD_STATUS_RE = re.compile(r"-?[0-9]{1,10}")
+_INT32_MIN = -(2**31)
+_INT32_MAX = 2**31 - 1
+
+# Largest twin $version the builders accept (Azure versions are 64-bit integers).
+_MAX_TWIN_VERSION = 2**63 - 1
+
+# Raw characters allowed in the query of a $iothub request topic: as in property bags, plus no
+# raw '?', because the SDK splits its own topics at every '?' (`topic.split("?")[1]`).
+_QUERY_FORBIDDEN_RE = re.compile(r"[^\x21-\x7e]|[#+/?]")
+
+# Longest query of a $iothub request topic: a $rid of 128 characters, fully percent-encoded, plus
+# a $version, with room to spare.
+_MAX_QUERY_CHARS = 1024
+
+# Query keys of device requests: $rid is required, $version tolerated and ignored.
+_REQUEST_ID_KEY = "$rid"
+_VERSION_KEY = "$version"
+
+# The module output name system property (§3.1, T1m).
+_OUTPUT_NAME = "$.on"
 
 # Device-supplied property names in the namespaces the hub uses for its own annotations. A
 # device could otherwise forge, say, the connection identity a consumer relies on. Compared
@@ -159,18 +240,53 @@ class HubUsername:
         return f"{self.device_id}/{self.module_id}"
 
 
+#: What a device publish is: see :class:`DevicePublish`.
+PublishKind = Literal["telemetry", "twin-get", "twin-patch-reported", "method-response"]
+
+
 @dataclass(frozen=True, slots=True)
 class DevicePublish:
     """What an authorised device publish is.
 
     Attributes:
-        kind: ``"telemetry"`` (twin and method publishes come later).
-        properties: the decoded property bag, in wire order; system properties keep their
-            ``$.`` names.
+        kind: ``"telemetry"`` (T1/T1m), ``"twin-get"`` (T5g), ``"twin-patch-reported"`` (T5p)
+            or ``"method-response"`` (T4r).
+        properties: for telemetry, the decoded property bag in wire order; system properties
+            keep their ``$.`` names. Empty for the other kinds.
+        request_id: the decoded ``$rid`` of a twin request or method response, else ``None``.
+        status: the status of a method response, an int32 chosen by the device, else ``None``.
     """
 
-    kind: Literal["telemetry"]
-    properties: tuple[tuple[str, str], ...]
+    kind: PublishKind
+    properties: tuple[tuple[str, str], ...] = ()
+    request_id: str | None = None
+    status: int | None = None
+
+
+class SubscriptionKind(StrEnum):
+    """The subscriptions a device or module may hold (azure-iot-mqtt.md §3, T2-T6)."""
+
+    #: ``devices/{d}/messages/devicebound/#``: cloud-to-device messages, device identities only.
+    C2D = "c2d"
+    #: ``devices/{d}/modules/{m}/inputs/#``: routed input messages, module identities only.
+    MODULE_INPUTS = "module-inputs"
+    #: ``$iothub/twin/res/#``: answers to twin GET and reported-properties PATCH requests.
+    TWIN_RESPONSES = "twin-responses"
+    #: ``$iothub/twin/PATCH/properties/desired/#``: desired-property patch notifications.
+    DESIRED = "desired"
+    #: ``$iothub/methods/POST/#``: direct-method requests.
+    METHODS = "methods"
+
+
+# The identity-independent filters, as level tuples compared for equality. The connection's
+# identity selects whose twin and methods these address.
+_IOTHUB_SUBSCRIPTIONS: Mapping[tuple[str, ...], SubscriptionKind] = types.MappingProxyType(
+    {
+        ("$iothub", "twin", "res", "#"): SubscriptionKind.TWIN_RESPONSES,
+        ("$iothub", "twin", "PATCH", "properties", "desired", "#"): SubscriptionKind.DESIRED,
+        ("$iothub", "methods", "POST", "#"): SubscriptionKind.METHODS,
+    }
+)
 
 
 def percent_decode(text: str) -> str:
@@ -240,6 +356,67 @@ def _check_identity(value: str, what: str) -> None:
         raise ValidationError(f"{what} must start with an ASCII letter or digit")
     if not _IDENTITY_CHARS_RE.fullmatch(value):
         raise ValidationError(f"{what} may contain only A-Z a-z 0-9 - . _ : @")
+
+
+def split_identity(identity: str) -> tuple[str, str | None]:
+    """Split an identity key into its device id and module id, validating both.
+
+    Identity keys name a device (``"dev1"``) or a module (``"dev1/mod1"``); they are the MQTT
+    ClientId the SDK sends, and the key of the registry, twins, sessions and queues.
+
+    Args:
+        identity: ``device`` or ``device/module``.
+
+    Returns:
+        ``(device_id, module_id)``, ``module_id`` being ``None`` for a device.
+
+    Raises:
+        ValidationError: not one or two valid identities joined by one ``/``.
+    """
+    device_id, slash, module_id = identity.partition("/")
+    if not slash:
+        validate_identity(device_id)
+        return device_id, None
+    validate_identity(device_id, module_id)
+    return device_id, module_id
+
+
+def validate_input_name(name: str) -> None:
+    """Check a module input name (or output name, ``$.on``) against the identity rule.
+
+    Input names are sent raw as a topic level (``devices/{d}/modules/{m}/inputs/{input}/...``,
+    T3'), like the ids, so they follow :func:`validate_identity`'s rule: 1 to 128 characters
+    from ``A-Z a-z 0-9 - . _ : @``, starting with a letter or digit.
+
+    Args:
+        name: the input name.
+
+    Raises:
+        ValidationError: the name breaks the rule.
+    """
+    _check_identity(name, "input name")
+
+
+def validate_method_name(name: str) -> None:
+    """Check a direct-method name.
+
+    A method name is 1 to :data:`MAX_METHOD_NAME_CHARS` printable ASCII characters without
+    space, ``/``, ``#``, ``+``, ``?``, ``&``, ``=`` or ``%``. It is sent raw as a topic level
+    (``$iothub/methods/POST/{name}/?$rid=...``, T4'), as Azure sends it; the SDK decodes it with
+    ``unquote(topic.split("/")[3])`` and finds the query at the first ``?``, so these characters
+    would change what the device reads, and ``%`` would make it decode differently.
+
+    Args:
+        name: the method name.
+
+    Raises:
+        ValidationError: the name breaks the rule.
+    """
+    if not _METHOD_NAME_RE.fullmatch(name) or not _METHOD_NAME_FORBIDDEN.isdisjoint(name):
+        raise ValidationError(
+            f"method name must be 1 to {MAX_METHOD_NAME_CHARS} printable ASCII characters, "
+            "without space / # + ? & = %"
+        )
 
 
 def parse_hub_username(username: str) -> HubUsername:
@@ -400,20 +577,30 @@ def _own_identity(device_id: str, module_id: str | None) -> None:
 def classify_device_publish(
     topic: str, *, device_id: str, module_id: str | None = None
 ) -> DevicePublish:
-    """Authorise a PUBLISH from an authenticated device and say what it is.
+    """Authorise a PUBLISH from an authenticated device or module and say what it is.
 
-    Allowed (azure-iot-mqtt.md §3, T1/T1m), with the identity's own ids only:
+    Allowed (azure-iot-mqtt.md §3), with the identity's own ids only:
 
-    * device identity: ``devices/{device_id}/messages/events/{property_bag}``;
-    * module identity: ``devices/{device_id}/modules/{module_id}/messages/events/{bag}``.
+    * telemetry (T1/T1m): ``devices/{device_id}/messages/events/{property_bag}`` for a device,
+      ``devices/{device_id}/modules/{module_id}/messages/events/{bag}`` for a module. The bag
+      may be empty, and the trailing ``/`` may be missing (hand-written MQTT clients omit it);
+    * twin GET (T5g): ``$iothub/twin/GET/?$rid={rid}``;
+    * reported-properties patch (T5p): ``$iothub/twin/PATCH/properties/reported/?$rid={rid}``;
+    * method response (T4r): ``$iothub/methods/res/{status}/?$rid={rid}``.
 
-    The bag may be empty, and the trailing ``/`` may be missing (hand-written MQTT clients omit
-    it). Twin and direct-method topics (``$iothub/...``) are refused until they are implemented.
+    The ``$iothub`` topics are the same for devices and modules; the authenticated identity
+    selects whose twin or method they concern. Their query is ``key=value`` items joined by
+    ``&``, both sides strictly percent-decoded: ``$rid`` is required (1 to
+    :data:`MAX_REQUEST_ID_CHARS` printable ASCII characters, no space), ``$version`` is
+    tolerated and ignored, and nothing else is allowed. ``status`` is a decimal int32 with an
+    optional ``-``, as the SDK writes ``str(status)``. Every other ``$iothub`` topic (the
+    hub-to-device ones included) is refused.
 
     Property rules: a device may not set names in the hub's annotation namespaces (``iothub-*``
     and ``ironhub-*``, except ``iothub-creation-time-utc`` and ``ironhub-stream=security``), and
     ``$.cdid`` / ``$.cmid`` only with its own ids, so it cannot forge the sender identity
-    consumers see.
+    consumers see. ``$.on`` (the output name) is for modules only and follows the identity rule
+    of :func:`validate_input_name`, since the hub routes on it.
 
     Args:
         topic: the PUBLISH topic name.
@@ -421,18 +608,20 @@ def classify_device_publish(
         module_id: the authenticated module id, for module identities.
 
     Returns:
-        The classified publish with its decoded properties.
+        The classified publish: its decoded properties for telemetry, its request id (and
+        status) otherwise.
 
     Raises:
-        AuthorizationError: the topic is outside the identity's telemetry topic, a ``$`` topic,
-            contains wildcards, or a property breaks the rules above.
-        ValidationError: the property bag is malformed (see :func:`decode_property_bag`).
+        AuthorizationError: the topic is not one of the identity's own topics above, is another
+            ``$`` topic, contains wildcards, or a property breaks the rules above.
+        ValidationError: the topic has the right shape but a malformed part: property bag (see
+            :func:`decode_property_bag`), ``$.on`` value, query, request id or status.
     """
     _own_identity(device_id, module_id)
     if "+" in topic or "#" in topic:
         raise AuthorizationError("wildcards are not allowed in a topic name")
     if topic.startswith("$iothub/"):
-        raise AuthorizationError("twin and direct-method topics are not supported yet")
+        return _classify_iothub_publish(topic)
     if topic.startswith("$"):
         raise AuthorizationError("devices may not publish to $-topics")
     expected = (
@@ -449,6 +638,74 @@ def classify_device_publish(
     return DevicePublish(kind="telemetry", properties=properties)
 
 
+def _classify_iothub_publish(topic: str) -> DevicePublish:
+    # The path is everything before the first '?', as the SDK splits it; the query holds no raw
+    # '/', so the levels of the path are all the topic's levels but the last.
+    path, question_mark, query = topic.partition("?")
+    levels = path.split("/")
+    kind: PublishKind
+    status: int | None = None
+    if levels == ["$iothub", "twin", "GET", ""]:
+        kind = "twin-get"
+    elif levels == ["$iothub", "twin", "PATCH", "properties", "reported", ""]:
+        kind = "twin-patch-reported"
+    elif len(levels) == 5 and levels[:3] == ["$iothub", "methods", "res"] and levels[4] == "":
+        kind = "method-response"
+        status = _parse_method_status(levels[3])
+    else:
+        raise AuthorizationError(
+            "under $iothub a device may publish only twin requests and method responses"
+        )
+    if not question_mark:
+        raise ValidationError("$iothub request lacks its $rid query")
+    return DevicePublish(kind=kind, request_id=_parse_request_query(query), status=status)
+
+
+def _parse_method_status(text: str) -> int:
+    if not _METHOD_STATUS_RE.fullmatch(text):
+        raise ValidationError("method status must be a decimal integer")
+    status = int(text)
+    if not _INT32_MIN <= status <= _INT32_MAX:
+        raise ValidationError("method status must fit in 32 bits")
+    return status
+
+
+def _parse_request_query(query: str) -> str:
+    if len(query) > _MAX_QUERY_CHARS:
+        raise ValidationError("request query too long")
+    if _QUERY_FORBIDDEN_RE.search(query):
+        raise ValidationError("request query contains a character that must be percent-encoded")
+    request_id: str | None = None
+    seen: set[str] = set()
+    for item in query.split("&"):
+        raw_key, equals, raw_value = item.partition("=")
+        # The SDK's own parser (_extract_properties) requires '=' in every item and splits at
+        # every '=', so a raw '=' inside a value has two readings.
+        if not equals or "=" in raw_value:
+            raise ValidationError("request query items must be key=value")
+        key = percent_decode(raw_key)
+        if key in seen:
+            raise ValidationError("duplicate request query key")
+        seen.add(key)
+        value = percent_decode(raw_value)
+        if key == _REQUEST_ID_KEY:
+            request_id = value
+        elif key != _VERSION_KEY:
+            raise ValidationError("request query allows only $rid and $version")
+    if request_id is None:
+        raise ValidationError("request query lacks $rid")
+    _check_request_id(request_id)
+    return request_id
+
+
+def _check_request_id(request_id: str) -> None:
+    if not _REQUEST_ID_RE.fullmatch(request_id):
+        raise ValidationError(
+            f"request id must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII characters, "
+            "without spaces"
+        )
+
+
 def _check_device_properties(
     properties: tuple[tuple[str, str], ...], *, device_id: str, module_id: str | None
 ) -> None:
@@ -462,41 +719,274 @@ def _check_device_properties(
             raise AuthorizationError("$.cdid must name the sending device")
         if key == _CONNECTION_MODULE_ID and value != module_id:
             raise AuthorizationError("$.cmid must name the sending module")
+        if key == _OUTPUT_NAME:
+            # Outputs are a module feature (send_message_to_output); the hub routes on the
+            # name, so it follows the identity rule like the input names it becomes.
+            if module_id is None:
+                raise AuthorizationError("only modules may name an output")
+            _check_identity(value, "output name")
 
 
 def check_device_subscribe(
     topic_filter: str, *, device_id: str, module_id: str | None = None
-) -> None:
-    """Authorise one SUBSCRIBE filter of an authenticated device.
+) -> SubscriptionKind:
+    """Authorise one SUBSCRIBE filter of an authenticated device or module.
 
-    Allowed, exactly and level by level (azure-iot-mqtt.md §3, T2/T3):
+    Allowed, exactly and level by level (azure-iot-mqtt.md §3, T2-T6):
 
     * device identity: ``devices/{device_id}/messages/devicebound/#``;
-    * module identity: ``devices/{device_id}/modules/{module_id}/inputs/#``.
+    * module identity: ``devices/{device_id}/modules/{module_id}/inputs/#``;
+    * both: ``$iothub/twin/res/#``, ``$iothub/twin/PATCH/properties/desired/#`` and
+      ``$iothub/methods/POST/#``, which address the connection's own twin and methods.
 
-    Everything else is refused: ``#``, ``+/...``, other identities, ``$share/...``, and for now
-    ``$iothub/...`` (twin and methods come later). Call it for every filter of a multi-filter
-    SUBSCRIBE (dojot/dojot#2529 checked only the first).
+    Everything else is refused: ``#``, ``+/...``, ``$iothub/#``, narrower or ``+`` variants of
+    the filters above, other identities, ``$share/...``. Call it for every filter of a
+    multi-filter SUBSCRIBE (dojot/dojot#2529 checked only the first).
 
     Args:
         topic_filter: the filter as received.
         device_id: the authenticated device id.
         module_id: the authenticated module id, for module identities.
 
+    Returns:
+        Which subscription the filter is.
+
     Raises:
-        AuthorizationError: the filter is not the identity's own C2D or input filter.
+        AuthorizationError: the filter is not one of the identity's filters above.
     """
     _own_identity(device_id, module_id)
-    allowed = (
-        ["devices", device_id, "messages", "devicebound", "#"]
-        if module_id is None
-        else ["devices", device_id, "modules", module_id, "inputs", "#"]
+    levels = topic_filter.split("/")
+    if module_id is None:
+        if levels == ["devices", device_id, "messages", "devicebound", "#"]:
+            return SubscriptionKind.C2D
+    elif levels == ["devices", device_id, "modules", module_id, "inputs", "#"]:
+        return SubscriptionKind.MODULE_INPUTS
+    kind = _IOTHUB_SUBSCRIPTIONS.get(tuple(levels))
+    if kind is None:
+        raise AuthorizationError("subscription outside the identity's own namespace")
+    return kind
+
+
+# --- hub-to-device topics ------------------------------------------------------------------------
+
+
+def encode_property_bag(properties: Iterable[tuple[str, str]]) -> str:
+    """Encode a property bag for a cloud-to-device or input topic (azure-iot-mqtt.md §3.2).
+
+    Items are ``key=value`` joined by ``&``, both sides ``urllib.parse.quote(..., safe="")``:
+    exactly what the SDK's ``extract_message_properties_from_topic`` undoes with ``unquote``
+    after splitting at every ``&`` and ``=``. Encoding every ``/``, ``&``, ``=``, ``?``, ``%``,
+    ``+``, ``#`` and space keeps the split unambiguous, and the output always decodes with
+    :func:`decode_property_bag` to the input. Size limits are the caller's admission check
+    (:func:`validate_cloud_properties`); system properties the hub adds itself (``$.mid``,
+    ``iothub-ack``, ...) pass through here, so ``$`` and reserved names are allowed.
+
+    Args:
+        properties: ``(key, value)`` pairs, in the order to send.
+
+    Returns:
+        The encoded bag; ``""`` for no properties.
+
+    Raises:
+        ValidationError: an item is not a pair of strings, a key is empty or repeated, or a key
+            or value holds a control character or cannot be encoded as UTF-8.
+    """
+    items: list[str] = []
+    seen: set[str] = set()
+    for item in properties:
+        key, value = _property_pair(item)
+        if not key:
+            raise ValidationError("property keys must not be empty")
+        if _CONTROL_RE.search(key) or _CONTROL_RE.search(value):
+            raise ValidationError("control character in a property")
+        if key in seen:
+            raise ValidationError("duplicate property key")
+        seen.add(key)
+        items.append(f"{_quote(key)}={_quote(value)}")
+    return "&".join(items)
+
+
+def _property_pair(item: object) -> tuple[str, str]:
+    # Properties may come from JSON (lists) or an operator tool; check the shape rather than
+    # trust the annotation.
+    if not (
+        isinstance(item, tuple | list)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], str)
+    ):
+        raise ValidationError("properties must be (key, value) pairs of strings")
+    return item[0], item[1]
+
+
+def _quote(text: str) -> str:
+    try:
+        return urllib.parse.quote(text, safe="")
+    except UnicodeEncodeError:
+        # Lone surrogates: not text any device could decode.
+        raise ValidationError("property cannot be encoded as UTF-8") from None
+
+
+def validate_cloud_properties(
+    properties: Iterable[tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
+    """Admit the application properties an operator attaches to a cloud-to-device message.
+
+    Rules: at most :data:`MAX_PROPERTIES` pairs of strings; keys 1 to
+    :data:`MAX_PROPERTY_KEY_CHARS` characters; no control characters in keys or values; no
+    duplicate keys; no key starting with ``$`` (system properties, which the SDK maps to message
+    attributes such as ``message_id``) or, case-insensitively, ``iothub-`` or ``ironhub-`` (the
+    hub's own annotations, e.g. ``iothub-ack``); the encoded bag at most
+    :data:`MAX_PROPERTY_BAG_CHARS` characters, so the device-side decoder limits hold too.
+
+    Args:
+        properties: the operator's ``(key, value)`` pairs; only the first
+            :data:`MAX_PROPERTIES` + 1 are read.
+
+    Returns:
+        The properties, as a tuple in the given order.
+
+    Raises:
+        ValidationError: a rule above is broken.
+    """
+    admitted = tuple(
+        _property_pair(item) for item in itertools.islice(properties, MAX_PROPERTIES + 1)
     )
-    if topic_filter.split("/") == allowed:
-        return
-    if topic_filter.startswith("$iothub/"):
-        raise AuthorizationError("twin and direct-method subscriptions are not supported yet")
-    raise AuthorizationError("subscription outside the identity's own namespace")
+    if len(admitted) > MAX_PROPERTIES:
+        raise ValidationError(f"at most {MAX_PROPERTIES} properties are allowed")
+    for key, _ in admitted:
+        if len(key) > MAX_PROPERTY_KEY_CHARS:
+            raise ValidationError(f"property keys are at most {MAX_PROPERTY_KEY_CHARS} characters")
+        if key.startswith("$") or key.lower().startswith(_RESERVED_PREFIXES):
+            raise ValidationError("property name is reserved for the hub")
+    if len(encode_property_bag(admitted)) > MAX_PROPERTY_BAG_CHARS:
+        raise ValidationError("properties too long once encoded")
+    return admitted
+
+
+def c2d_topic(device_id: str, properties: Iterable[tuple[str, str]]) -> str:
+    """The topic of a cloud-to-device message (T2'): ``devices/{d}/messages/devicebound/{bag}``.
+
+    Args:
+        device_id: the receiving device (sent raw, as Azure does).
+        properties: the property bag, see :func:`encode_property_bag`.
+
+    Returns:
+        The topic name.
+
+    Raises:
+        ValidationError: the device id breaks :func:`validate_identity`, or the properties
+            :func:`encode_property_bag`.
+    """
+    validate_identity(device_id)
+    return f"devices/{device_id}/messages/devicebound/{encode_property_bag(properties)}"
+
+
+def module_input_topic(
+    device_id: str, module_id: str, input_name: str, properties: Iterable[tuple[str, str]]
+) -> str:
+    """The topic of a message routed to a module input (T3').
+
+    ``devices/{d}/modules/{m}/inputs/{input}/{bag}``; the SDK reads the input name from level 5
+    and the bag from level 6.
+
+    Args:
+        device_id: the module's device.
+        module_id: the receiving module.
+        input_name: the input (sent raw, see :func:`validate_input_name`).
+        properties: the property bag, see :func:`encode_property_bag`.
+
+    Returns:
+        The topic name.
+
+    Raises:
+        ValidationError: an id or the input name breaks the identity rule, or the properties
+            :func:`encode_property_bag`.
+    """
+    validate_identity(device_id, module_id)
+    validate_input_name(input_name)
+    bag = encode_property_bag(properties)
+    return f"devices/{device_id}/modules/{module_id}/inputs/{input_name}/{bag}"
+
+
+def twin_response_topic(status: int, request_id: str, version: int | None = None) -> str:
+    """The topic answering a twin request (T5'): ``$iothub/twin/res/{status}/?$rid={rid}``.
+
+    ``&$version={version}`` is appended when given (Azure sends it with a reported-properties
+    PATCH answer; the SDK ignores it). The request id is encoded with ``quote(safe="")``, as the
+    SDK encodes its own and decodes ours.
+
+    Args:
+        status: the HTTP-like status, 100 to 599 (200 GET, 204 PATCH, 400, 429, 5xx).
+        request_id: the ``$rid`` of the request, decoded.
+        version: the twin's new reported version, 0 to 2**63 - 1, or ``None``.
+
+    Returns:
+        The topic name.
+
+    Raises:
+        ValidationError: the status, request id or version is out of range.
+    """
+    topic = f"$iothub/twin/res/{_bounded_int(status, 100, 599, 'twin status')}/"
+    topic += f"?{_REQUEST_ID_KEY}={_encoded_request_id(request_id)}"
+    if version is not None:
+        topic += f"&{_VERSION_KEY}={_bounded_int(version, 0, _MAX_TWIN_VERSION, 'twin version')}"
+    return topic
+
+
+def desired_patch_topic(version: int) -> str:
+    """The topic of a desired-properties notification (T6').
+
+    ``$iothub/twin/PATCH/properties/desired/?$version={version}``. The SDK matches the prefix
+    only and reads the version from the JSON body (§3.3), which must carry ``"$version"``.
+
+    Args:
+        version: the desired properties' new version, 0 to 2**63 - 1.
+
+    Returns:
+        The topic name.
+
+    Raises:
+        ValidationError: the version is out of range.
+    """
+    version_text = _bounded_int(version, 0, _MAX_TWIN_VERSION, "twin version")
+    return f"$iothub/twin/PATCH/properties/desired/?{_VERSION_KEY}={version_text}"
+
+
+def method_request_topic(method_name: str, request_id: str) -> str:
+    """The topic of a direct-method request (T4'): ``$iothub/methods/POST/{name}/?$rid={rid}``.
+
+    The name is sent raw (see :func:`validate_method_name`), the request id encoded with
+    ``quote(safe="")``; the device echoes it in ``$iothub/methods/res/{status}/?$rid=``.
+
+    Args:
+        method_name: the method to invoke.
+        request_id: the request id the hub chose.
+
+    Returns:
+        The topic name.
+
+    Raises:
+        ValidationError: the name breaks :func:`validate_method_name`, or the request id is not
+            1 to :data:`MAX_REQUEST_ID_CHARS` printable ASCII characters without spaces.
+    """
+    validate_method_name(method_name)
+    return (
+        f"$iothub/methods/POST/{method_name}/?{_REQUEST_ID_KEY}={_encoded_request_id(request_id)}"
+    )
+
+
+def _encoded_request_id(request_id: str) -> str:
+    _check_request_id(request_id)
+    return urllib.parse.quote(request_id, safe="")
+
+
+def _bounded_int(value: object, low: int, high: int, what: str) -> str:
+    # bool is an int subclass, and an IntEnum would format as its name in some versions; take
+    # plain integers only and format them as the canonical decimal the SDK parses with int().
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(f"{what} must be an integer from {low} to {high}")
+    return str(int(value))
 
 
 def is_security_message(properties: Iterable[tuple[str, str]]) -> bool:

@@ -1,8 +1,9 @@
 """Azure shared access signature (SAS) tokens, as the device SDKs build them.
 
-Sans-IO: the caller passes the token, the expected resource URI, the device's raw keys and the
-current wall-clock time. Every refusal raises :class:`~ironhub.errors.AuthenticationError` with
-a machine-readable ``reason``; messages never contain the token, the signature or a key.
+Sans-IO: the caller passes the token, the expected resource URI (:func:`resource_uri_for`, for
+device and module identities alike), the identity's raw keys and the current wall-clock time.
+Every refusal raises :class:`~ironhub.errors.AuthenticationError` with a machine-readable
+``reason``; messages never contain the token, the signature or a key.
 
 Token format (azure-iot-mqtt.md §2.3, ``common/auth/sastoken.py`` in the SDK)::
 
@@ -39,7 +40,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ironhub.codec.azure import percent_decode
+from ironhub.codec.azure import percent_decode, split_identity, validate_identity
 from ironhub.errors import AuthenticationError, ValidationError
 
 if TYPE_CHECKING:
@@ -175,22 +176,34 @@ def _malformed(message: str) -> AuthenticationError:
     return AuthenticationError("malformed-token", f"malformed-token: {message}")
 
 
-def resource_uri_for(hostname: str, device_id: str, module_id: str | None = None) -> str:
+def resource_uri_for(hostname: str, client_id: str, module_id: str | None = None) -> str:
     """The resource URI a device or module token must name (azure-iot-mqtt.md §2.3).
 
-    ``{hostname}/devices/{device_id}`` or ``{hostname}/devices/{device_id}/modules/{module_id}``,
-    not encoded. Pass identities that passed
-    :func:`~ironhub.codec.azure.validate_identity`; nothing is escaped here.
+    ``{hostname}/devices/{device_id}`` for a device, and
+    ``{hostname}/devices/{device_id}/modules/{module_id}`` for a module, not encoded (the token
+    carries it as ``quote(uri, safe="")``). The identity is given either as the MQTT ClientId
+    (``"dev1"`` or ``"dev1/mod1"``, as the SDK sends it, §2.2) or as a device id with the module
+    id passed separately.
 
     Args:
         hostname: the hub host name the device was configured with (``HostName``, never the
             gateway's).
-        device_id: the device id.
-        module_id: the module id, for module identities.
+        client_id: the ClientId ``device`` or ``device/module``; or the device id when
+            ``module_id`` is given.
+        module_id: the module id, when ``client_id`` is a bare device id.
 
     Returns:
         The resource URI.
+
+    Raises:
+        ValidationError: the ids break :func:`~ironhub.codec.azure.validate_identity` (so an id
+            can never add a level to the URI).
     """
+    if module_id is None:
+        device_id, module_id = split_identity(client_id)
+    else:
+        device_id = client_id
+        validate_identity(device_id, module_id)
     uri = f"{hostname}/devices/{device_id}"
     if module_id is not None:
         uri += f"/modules/{module_id}"

@@ -58,7 +58,8 @@ class Authenticated:
     """A device that proved its identity.
 
     Attributes:
-        device_id: the identity (equal to the MQTT client id).
+        device_id: the identity key, equal to the MQTT client id: ``device`` or
+            ``device/module``.
         auth_kind: how it proved it.
         credential_slot: 0 primary / 1 secondary key or thumbprint; ``None`` for CA-signed.
         expires_at: wall-clock deadline of the credential (SAS ``se`` or the certificate's
@@ -105,10 +106,10 @@ class Authenticator:
         """
         client_id = connect.client_id
         try:
-            azure.validate_identity(client_id)
+            # "device" or "device/module". Wildcards, other '/', control characters, empty
+            # ids: refused before anything else (CVE-2017-7650 class).
+            azure.split_identity(client_id)
         except ValidationError:
-            # Wildcards, '/', control characters, empty ids: refused before anything else
-            # (CVE-2017-7650 class). Module identities arrive with the next issue.
             self._count_failure(peer_host, None)
             raise AuthRefused(ConnectReturnCode.IDENTIFIER_REJECTED, "invalid-client-id") from None
 
@@ -140,7 +141,7 @@ class Authenticator:
         if azure.is_dps_username(connect.username):
             raise AuthenticationError("provisioning-not-enabled")
         username = azure.parse_hub_username(connect.username)
-        if username.device_id != connect.client_id or username.module_id is not None:
+        if username.client_id != connect.client_id:
             raise AuthenticationError("username-mismatch")
         if username.hostname.lower() not in self._hostnames:
             raise AuthenticationError("wrong-hostname")
@@ -151,6 +152,14 @@ class Authenticator:
             raise AuthenticationError("unknown-device") from None
         if record.state is not DeviceState.ENABLED:
             raise AuthenticationError("disabled")
+        if username.module_id is not None:
+            # A module of a disabled (or deleted) device does not connect either.
+            try:
+                parent = await self._registry.get_device(username.device_id)
+            except NotFoundError:
+                raise AuthenticationError("unknown-device") from None
+            if parent.state is not DeviceState.ENABLED:
+                raise AuthenticationError("disabled")
 
         if connect.password is not None:
             if record.auth_kind is not AuthKind.SAS:

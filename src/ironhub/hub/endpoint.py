@@ -28,7 +28,9 @@ connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 import socket
 import ssl
@@ -36,11 +38,12 @@ import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ironhub.codec import azure
+from ironhub.codec.azure import SubscriptionKind
 from ironhub.codec.mqtt import (
-    SUBACK_FAILURE,
     ConnAck,
     Connect,
     ConnectionState,
@@ -69,14 +72,24 @@ from ironhub.errors import (
     ValidationError,
 )
 from ironhub.hub.authn import Authenticated, Authenticator, AuthRefused
+from ironhub.hub.commands import (
+    CloudMessageQueued,
+    Command,
+    DesiredPropertiesChanged,
+    MethodRequest,
+)
+from ironhub.hub.outbound import OutboundPublish, OutboundWindow
 from ironhub.hub.ratelimit import KeyedTokenBuckets, TokenBucket
 from ironhub.registry.service import KEY_SLOTS
+from ironhub.registry.twin import desired_notification
 from ironhub.services import ConnectionInfo
-from ironhub.storage.interfaces import AuthKind, LogEntry, Stream
+from ironhub.storage.interfaces import AuthKind, LogEntry, SessionRecord, Stream
 
 if TYPE_CHECKING:
+    from ironhub.codec.azure import DevicePublish
     from ironhub.registry.service import DeviceChange
     from ironhub.services import Services
+    from ironhub.storage.interfaces import CloudMessage
 
 __all__ = ["DeviceEndpoint", "EndpointStatistics"]
 
@@ -177,6 +190,10 @@ class DeviceEndpoint:
         services.registry.add_listener(self._on_device_change)
         services.registry.add_trust_listener(self._on_trust_change)
         self._recheck_task: asyncio.Task[None] | None = None
+        self._unsubscribe_commands: Callable[[], None] | None = None
+        self._session_writes: dict[str, asyncio.Future[None]] = {}
+        if services.commands is not None:
+            self._unsubscribe_commands = services.commands.subscribe(self._on_command)
 
     # --- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -204,6 +221,9 @@ class DeviceEndpoint:
 
     async def stop(self) -> None:
         """Stop accepting, close every connection and wait for them to go."""
+        if self._unsubscribe_commands is not None:
+            self._unsubscribe_commands()
+            self._unsubscribe_commands = None
         if self._server is not None:
             self._server.close()
         for conn in list(self._all):
@@ -382,6 +402,49 @@ class DeviceEndpoint:
             # the other key must not disturb the device (rotation without downtime).
             conn.close("key-rotated")
 
+    def _on_command(self, command: Command) -> bool:
+        """Take a command for a live session of this endpoint (cloud to device)."""
+        conn = self._live.get(command.identity)
+        if conn is None or not conn.ready:
+            return False
+        match command:
+            case MethodRequest():
+                return conn.deliver_method_request(command)
+            case DesiredPropertiesChanged():
+                return conn.deliver_desired(command.version, command.body)
+            case CloudMessageQueued():
+                return conn.pull_cloud_messages()
+
+    @property
+    def services(self) -> Services:
+        """The hub's services (for connections)."""
+        return self._services
+
+    async def save_session(self, record: SessionRecord) -> None:
+        """Store a session, remembering the write so the next CONNECT can wait for it.
+
+        Raises:
+            StorageError: the write failed.
+        """
+        task = asyncio.ensure_future(self._services.storage.put_session(record))
+        self._session_writes[record.client_id] = task
+        try:
+            await asyncio.shield(task)
+        finally:
+            if self._session_writes.get(record.client_id) is task:
+                del self._session_writes[record.client_id]
+
+    async def wait_session_settled(self, client_id: str) -> None:
+        """Wait until the last session write of ``client_id`` (by an older connection) ended.
+
+        A device that acknowledges and reconnects at once must find what it acknowledged;
+        storage commits writes in order, so the last one stands for all.
+        """
+        task = self._session_writes.get(client_id)
+        if task is not None:
+            with contextlib.suppress(StorageError):
+                await asyncio.shield(task)
+
     def _on_trust_change(self) -> None:
         # A removed CA must not leave the sessions it authenticated alive (SECURITY-TESTS
         # §3.4 item 22: authorisation is re-checked, not only evaluated at CONNECT).
@@ -409,6 +472,11 @@ class DeviceEndpoint:
     def mqtt_config(self) -> MQTTLimits:
         """The codec limits for new connections."""
         return self._limits
+
+
+def _error_body(message: str) -> bytes:
+    # Twin error answers carry a JSON message (never the device's own input).
+    return json.dumps({"message": message[:200]}).encode()
 
 
 def _log_append_failure(future: asyncio.Future[int]) -> None:
@@ -440,7 +508,6 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = 0.0
         self._last_rx = 0.0
         self._connected_at = 0.0
-        self._subscriptions: set[str] = set()
         self._topic_cache: dict[str, _Route] = {}
         # Whether a done callback is registered on the head of _pending (one per commit
         # batch, not one per message).
@@ -454,6 +521,25 @@ class _Connection(asyncio.Protocol):
         # hold (one at a time: a timer per over-rate message used to pile up in _timers).
         self._held: deque[Packet] = deque()
         self._rate_timer: asyncio.TimerHandle | None = None
+        # --- the MQTT session (after authentication only) ---
+        #: Whether CONNACK 0 was sent and the session state is loaded (commands may come).
+        self.ready = False
+        self._device_part = ""
+        self._module_id: str | None = None
+        self._clean = True
+        #: Granted subscriptions by kind: (topic filter, granted QoS).
+        self._subs: dict[SubscriptionKind, tuple[str, int]] = {}
+        #: Highest desired $version the device acknowledged / that was queued to it.
+        self._desired_sent = 0
+        self._desired_queued = 0
+        self._window = OutboundWindow(
+            max_inflight=self._config.max_outbound_inflight,
+            max_queued=self._config.max_outbound_queue,
+        )
+        #: Cloud-to-device messages in flight (their storage seq) and the pull task's state.
+        self._c2d_inflight: set[int] = set()
+        self._c2d_pulling = False
+        self._c2d_again = False
 
     # --- TCP and TLS ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -572,7 +658,7 @@ class _Connection(asyncio.Protocol):
         counted: dict[Stream, int] = {}
         try:
             while held:
-                if self._closed or "rate" in self._paused:
+                if self._closed or "rate" in self._paused or "session" in self._paused:
                     # Over the device's rate, the rest of this read waits with the socket: a
                     # pipelining device is held to its rate like one that waits for each PUBACK
                     # (before, every packet of the read was accepted and only the next read
@@ -594,11 +680,9 @@ class _Connection(asyncio.Protocol):
                     case Subscribe():
                         self._on_subscribe(packet)
                     case Unsubscribe():
-                        for topic_filter in packet.topic_filters:
-                            self._subscriptions.discard(topic_filter)
-                        self._reply(UnsubAck(packet.packet_id))
+                        self._on_unsubscribe(packet)
                     case PubAck():
-                        pass  # Cloud-to-device deliveries arrive with the next issue.
+                        self._on_puback(packet.packet_id)
                     case Disconnect():
                         self.close("disconnect")
                     case _:
@@ -620,7 +704,7 @@ class _Connection(asyncio.Protocol):
         self._pause("auth")
         self._spawn(self._authenticate(connect))
 
-    async def _authenticate(self, connect: Connect) -> None:
+    async def _authenticate(self, connect: Connect) -> None:  # noqa: C901 - one ordered list
         endpoint = self._endpoint
         transport = self._transport
         ssl_object = transport.get_extra_info("ssl_object") if transport else None
@@ -654,9 +738,25 @@ class _Connection(asyncio.Protocol):
             return
         self.auth = auth
         self._leave_preauth()
+        self._device_part, self._module_id = azure.split_identity(auth.device_id)
+        self._clean = connect.clean_session
+        try:
+            # Session state is touched only now, after authentication (issue 3).
+            session_present = await self._open_session()
+        except StorageError:
+            logger.exception("session state unavailable client_id=%s", auth.device_id)
+            endpoint.security_event(
+                self.peer_host, "connection-refused", device_id=auth.device_id, reason="session"
+            )
+            self._refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            return
+        if self.closed:
+            return
         self._connected_at = endpoint._clock.time()  # noqa: SLF001 - one package
         self._bucket = endpoint.message_bucket(auth.device_id)
-        self._write(self._codec.send(ConnAck(ConnectReturnCode.ACCEPTED, session_present=False)))
+        self._write(
+            self._codec.send(ConnAck(ConnectReturnCode.ACCEPTED, session_present=session_present))
+        )
         self._arm_keep_alive(connect.keep_alive_seconds)
         if auth.expires_at is not None:
             # The SAS expiry is also a deadline for the live connection (azure-iot-mqtt §2.3);
@@ -669,7 +769,12 @@ class _Connection(asyncio.Protocol):
             peer=self.peer,
             auth_kind=auth.auth_kind.value,
             keep_alive=str(int(self._keep_alive)),
+            clean_session=str(connect.clean_session).lower(),
+            session_present=str(session_present).lower(),
         )
+        self.ready = True
+        if self._subs:
+            self._spawn(self._resume_session())
         self._resume("auth")
         # Packets that arrived behind the CONNECT were held by the codec until CONNACK 0
         # [MQTT-3.1.4-5]; process them now.
@@ -697,6 +802,10 @@ class _Connection(asyncio.Protocol):
         topic = publish.topic
         route = self._topic_cache.get(topic)
         if route is None:
+            if topic.startswith("$iothub/"):
+                # Twin and method publishes: not telemetry, never cached (the rid differs).
+                self._on_control_publish(publish)
+                return None
             route = self._route(topic, auth.device_id)
             if route is None:
                 return None
@@ -728,24 +837,30 @@ class _Connection(asyncio.Protocol):
                 ),
                 dup=publish.dup,
             )
-            pending = self._pending
-            pending.append((packet_id, future))
-            if not self._armed:
-                # One callback per commit batch: it fires when the oldest pending publish is
-                # durable, and futures resolve in commit order (_on_committed).
-                self._armed = True
-                future.add_done_callback(self._on_committed)
-            if len(pending) >= self._config.max_inflight_messages:
-                self._pause("inflight")
+            self._acknowledge_when_done(packet_id, future)
         else:
             future = log.append(LogEntry(stream, auth.device_id, now, payload, properties))
             future.add_done_callback(_log_append_failure)
         return stream
 
-    def _route(self, topic: str, device_id: str) -> _Route | None:
-        """Authorise and classify a topic not in the cache; ``None`` if refused (closed)."""
+    def _acknowledge_when_done(self, packet_id: int, future: asyncio.Future[int]) -> None:
+        """PUBACK ``packet_id`` once ``future`` succeeds, after every earlier publish's PUBACK."""
+        pending = self._pending
+        pending.append((packet_id, future))
+        if not self._armed:
+            # One callback per commit batch: it fires when the oldest pending publish is
+            # durable, and futures resolve in commit order (_on_committed).
+            self._armed = True
+            future.add_done_callback(self._on_committed)
+        if len(pending) >= self._config.max_inflight_messages:
+            self._pause("inflight")
+
+    def _classify(self, topic: str, device_id: str) -> DevicePublish | None:
+        """Authorise a device publish; ``None`` if refused (recorded, connection closed)."""
         try:
-            classified = azure.classify_device_publish(topic, device_id=device_id)
+            return azure.classify_device_publish(
+                topic, device_id=self._device_part, module_id=self._module_id
+            )
         except (AuthorizationError, ValidationError) as exc:
             self._endpoint.count_refused("forbidden-topic")
             self._endpoint.security_event(
@@ -755,6 +870,15 @@ class _Connection(asyncio.Protocol):
                 reason=type(exc).__name__,
                 topic=topic[:256],
             )
+            self.close("publish-denied")
+            return None
+
+    def _route(self, topic: str, device_id: str) -> _Route | None:
+        """Authorise and classify a topic not in the cache; ``None`` if refused (closed)."""
+        classified = self._classify(topic, device_id)
+        if classified is None:
+            return None
+        if classified.kind != "telemetry":  # pragma: no cover - $iothub topics go elsewhere
             self.close("publish-denied")
             return None
         properties = classified.properties
@@ -830,30 +954,427 @@ class _Connection(asyncio.Protocol):
             # A written PUBACK makes a later DUP with this id ambiguous (streams/log.py).
             self._endpoint.acknowledged(device_id, packet_ids)
 
+    # --- subscriptions and the persistent session -------------------------------------------
     def _on_subscribe(self, subscribe: Subscribe) -> None:
         auth = self.auth
         assert auth is not None
+        subs = dict(self._subs)
+        added: list[SubscriptionKind] = []
         codes: list[int] = []
         for topic_filter, qos in subscribe.requests:
             try:
-                azure.check_device_subscribe(topic_filter, device_id=auth.device_id)
+                kind = azure.check_device_subscribe(
+                    topic_filter, device_id=self._device_part, module_id=self._module_id
+                )
             except (AuthorizationError, ValidationError):
-                codes.append(SUBACK_FAILURE)
                 self._endpoint.security_event(
                     self.peer_host,
                     "subscribe-denied",
                     device_id=auth.device_id,
                     topic_filter=topic_filter[:256],
                 )
-            else:
-                self._subscriptions.add(topic_filter)
-                codes.append(min(qos, 1))
-        if SUBACK_FAILURE in codes:
-            # The Azure SDK ignores SUBACK failures, so a refusal alone would go unnoticed;
-            # closing makes the violation visible (issue 2).
-            self.close("subscribe-denied")
+                # The Azure SDK ignores SUBACK failures, so a refusal alone would go
+                # unnoticed; closing makes the violation visible (issue 2).
+                self.close("subscribe-denied")
+                return
+            granted = min(qos, 1)
+            if kind not in subs:
+                added.append(kind)
+            subs[kind] = (topic_filter, granted)
+            codes.append(granted)
+        if len(subs) > self._config.max_subscriptions:
+            self._endpoint.security_event(
+                self.peer_host,
+                "subscribe-denied",
+                device_id=auth.device_id,
+                reason="too-many-subscriptions",
+            )
+            self.close("too-many-subscriptions")
             return
-        self._reply(SubAck(subscribe.packet_id, tuple(codes)))
+        self._subs = subs
+        ack = SubAck(subscribe.packet_id, tuple(codes))
+        if self._clean and SubscriptionKind.DESIRED not in added:
+            self._reply(ack)
+            self._after_subscribe(added)
+            return
+        # The SUBACK waits until the subscription is stored: the SDK never subscribes again,
+        # so a subscription it was told about must survive a hub restart (issue 3).
+        self._pause("session")
+        self._spawn(self._store_subscriptions(ack, added))
+
+    async def _store_subscriptions(self, ack: SubAck, added: list[SubscriptionKind]) -> None:
+        twins = self._endpoint.services.twins
+        try:
+            if SubscriptionKind.DESIRED in added and twins is not None:
+                # A new desired subscription starts at the current version: the device reads
+                # the twin itself (the SDK's GET after subscribing); later patches are sent.
+                twin = await twins.device_get(self._identity, rate_limited=False)
+                self._desired_sent = max(self._desired_sent, twin.desired_version)
+                self._desired_queued = max(self._desired_queued, twin.desired_version)
+            if not self._clean:
+                await self._save_session()
+        except StorageError:
+            logger.exception("cannot store subscriptions client_id=%s", self._identity)
+            self.close("storage-failure")
+            return
+        if self._closed:
+            return
+        self._reply(ack)
+        self._resume("session")
+        self._process([])
+        self._after_subscribe(added)
+
+    def _after_subscribe(self, added: list[SubscriptionKind]) -> None:
+        if SubscriptionKind.C2D in added or SubscriptionKind.MODULE_INPUTS in added:
+            self.pull_cloud_messages()
+
+    def _on_unsubscribe(self, unsubscribe: Unsubscribe) -> None:
+        removed = {
+            kind
+            for kind, (topic_filter, _) in self._subs.items()
+            if topic_filter in unsubscribe.topic_filters
+        }
+        for kind in removed:
+            del self._subs[kind]
+        ack = UnsubAck(unsubscribe.packet_id)
+        if self._clean or not removed:
+            self._reply(ack)
+            return
+        self._pause("session")
+        self._spawn(self._store_unsubscribe(ack))
+
+    async def _store_unsubscribe(self, ack: UnsubAck) -> None:
+        try:
+            await self._save_session()
+        except StorageError:
+            logger.exception("cannot store subscriptions client_id=%s", self._identity)
+            self.close("storage-failure")
+            return
+        if self._closed:
+            return
+        self._reply(ack)
+        self._resume("session")
+        self._process([])
+
+    @property
+    def _identity(self) -> str:
+        auth = self.auth
+        assert auth is not None
+        return auth.device_id
+
+    async def _open_session(self) -> bool:
+        """Load or discard the stored session at CONNECT; whether one was present.
+
+        Raises:
+            StorageError: the session store failed (the CONNECT is refused with CONNACK 3).
+        """
+        storage = self._endpoint.services.storage
+        identity = self._identity
+        await self._endpoint.wait_session_settled(identity)
+        record = await storage.get_session(identity)
+        if self._clean:
+            # [MQTT-3.1.2-6]: a clean session discards any previous one.
+            if record is not None:
+                await storage.delete_session(identity)
+            return False
+        if record is None:
+            # Stored from its first subscription on: an empty session carries nothing, and
+            # a CONNECT then costs no write (the SDK always connects with clean session 0).
+            return False
+        for topic_filter, qos in record.subscriptions:
+            try:
+                # Re-authorised, not trusted: the rules may have changed since it was stored.
+                kind = azure.check_device_subscribe(
+                    topic_filter, device_id=self._device_part, module_id=self._module_id
+                )
+            except (AuthorizationError, ValidationError):
+                logger.warning("stored subscription no longer allowed client_id=%s", identity)
+                continue
+            self._subs[kind] = (topic_filter, min(qos, 1))
+        self._desired_sent = self._desired_queued = record.desired_version_sent
+        return True
+
+    async def _save_session(self) -> None:
+        await self._endpoint.save_session(
+            SessionRecord(
+                client_id=self._identity,
+                subscriptions=tuple(self._subs.values()),
+                desired_version_sent=self._desired_sent,
+                updated_at=self._endpoint._clock.time(),  # noqa: SLF001 - one package
+            )
+        )
+
+    async def _resume_session(self) -> None:
+        """After CONNACK of a restored session: deliver what waited while it was away."""
+        if SubscriptionKind.DESIRED in self._subs:
+            twins = self._endpoint.services.twins
+            if twins is not None:
+                try:
+                    twin = await twins.device_get(self._identity, rate_limited=False)
+                except StorageError:
+                    logger.exception("cannot read twin client_id=%s", self._identity)
+                else:
+                    if twin.desired_version > self._desired_queued and not self._closed:
+                        # The patches missed while away, as one notification carrying the
+                        # whole desired section (docs/adr/0009).
+                        self.deliver_desired(
+                            twin.desired_version,
+                            desired_notification(twin.desired, twin.desired_version),
+                        )
+        self.pull_cloud_messages()
+
+    # --- hub to device ----------------------------------------------------------------------
+    def _send_out(
+        self,
+        kind: SubscriptionKind,
+        topic: str,
+        payload: bytes,
+        *,
+        dup: bool = False,
+        on_ack: Callable[[], None] | None = None,
+    ) -> bool:
+        """Publish to the device if it subscribed to ``kind``; whether it was sent or queued.
+
+        QoS 1 unless the subscription was granted QoS 0 (then ``on_ack`` runs at once: with
+        QoS 0, sending is all the delivery there is).
+        """
+        sub = self._subs.get(kind)
+        if sub is None or self._closed:
+            return False
+        if sub[1] == 0:
+            self._write(encode_packet(Publish(topic, payload)))
+            if on_ack is not None:
+                on_ack()
+            return True
+        publish = OutboundPublish(topic, payload, dup, on_ack)
+        try:
+            packet_id = self._window.offer(publish)
+        except ThrottledError:
+            self._endpoint.security_event(
+                self.peer_host, "slow-consumer", device_id=self._id(), reason="outbound-queue"
+            )
+            self.close("slow-consumer")
+            return False
+        if packet_id is not None:
+            self._write_publish(packet_id, publish)
+        return True
+
+    def _write_publish(self, packet_id: int, publish: OutboundPublish) -> None:
+        self._write(
+            encode_packet(
+                Publish(publish.topic, publish.payload, qos=1, dup=publish.dup, packet_id=packet_id)
+            )
+        )
+
+    def _on_puback(self, packet_id: int) -> None:
+        publish = self._window.acknowledge(packet_id)
+        if publish is None:
+            # Not ours in flight: a confused or probing client. Nothing to complete.
+            logger.debug("PUBACK for an unknown packet id client_id=%s", self._id())
+            return
+        if publish.on_ack is not None:
+            publish.on_ack()
+        while (ready := self._window.next_ready()) is not None:
+            self._write_publish(*ready)
+
+    def deliver_method_request(self, request: MethodRequest) -> bool:
+        """Send a direct-method request; ``False`` if the device does not listen for methods."""
+        topic = azure.method_request_topic(request.method_name, request.request_id)
+        return self._send_out(SubscriptionKind.METHODS, topic, request.payload)
+
+    def deliver_desired(self, version: int, body: bytes) -> bool:
+        """Send a desired-properties notification (once per version)."""
+        if SubscriptionKind.DESIRED not in self._subs:
+            return False
+        if version <= self._desired_queued:
+            return True
+        self._desired_queued = version
+        return self._send_out(
+            SubscriptionKind.DESIRED,
+            azure.desired_patch_topic(version),
+            body,
+            on_ack=partial(self._desired_acknowledged, version),
+        )
+
+    def _desired_acknowledged(self, version: int) -> None:
+        if version > self._desired_sent:
+            self._desired_sent = version
+            if not self._clean:
+                self._spawn(self._save_session_quietly())
+
+    async def _save_session_quietly(self) -> None:
+        try:
+            await self._save_session()
+        except StorageError:
+            # At worst the device gets this notification again after a reconnect.
+            logger.exception("cannot store the session client_id=%s", self._id())
+
+    def pull_cloud_messages(self) -> bool:
+        """Deliver queued cloud-to-device (or module input) messages if the device listens."""
+        kind = SubscriptionKind.C2D if self._module_id is None else SubscriptionKind.MODULE_INPUTS
+        if kind not in self._subs or self._closed:
+            return False
+        if self._c2d_pulling:
+            self._c2d_again = True
+        else:
+            self._c2d_pulling = True
+            self._spawn(self._pull_cloud_messages(kind))
+        return True
+
+    async def _pull_cloud_messages(self, kind: SubscriptionKind) -> None:
+        c2d = self._endpoint.services.c2d
+        identity = self._identity
+        window = self._config.max_outbound_inflight
+        try:
+            while c2d is not None and not self._closed:
+                self._c2d_again = False
+                room = window - len(self._c2d_inflight)
+                if room <= 0:
+                    return  # A PUBACK pulls again.
+                messages = await c2d.pending(identity, limit=window + len(self._c2d_inflight))
+                for message in messages:
+                    if room <= 0 or self._closed:
+                        break
+                    if message.seq in self._c2d_inflight:
+                        continue
+                    # Counted before sending: after a crash the next delivery is a DUP.
+                    await c2d.mark_delivered(identity, message.seq)
+                    if self._closed or kind not in self._subs:
+                        return
+                    self._c2d_inflight.add(message.seq)
+                    self._send_out(
+                        kind,
+                        self._cloud_topic(message),
+                        message.payload,
+                        dup=message.delivery_count > 0,
+                        on_ack=partial(self._cloud_message_acknowledged, message.seq),
+                    )
+                    room -= 1
+                if not self._c2d_again:
+                    return
+        except StorageError:
+            logger.exception("cannot read the cloud-to-device queue client_id=%s", identity)
+        finally:
+            self._c2d_pulling = False
+
+    def _cloud_topic(self, message: CloudMessage) -> str:
+        if self._module_id is None:
+            return azure.c2d_topic(self._device_part, message.properties)
+        return azure.module_input_topic(
+            self._device_part, self._module_id, message.input_name or "", message.properties
+        )
+
+    def _cloud_message_acknowledged(self, seq: int) -> None:
+        self._spawn(self._complete_cloud_message(seq))
+
+    async def _complete_cloud_message(self, seq: int) -> None:
+        c2d = self._endpoint.services.c2d
+        assert c2d is not None
+        try:
+            await c2d.complete(self._identity, seq)
+        except StorageError:
+            # Not removed: it is delivered again (DUP) with the next session.
+            logger.exception("cannot complete a cloud message client_id=%s", self._id())
+            return
+        finally:
+            self._c2d_inflight.discard(seq)
+        self.pull_cloud_messages()
+
+    # --- device to hub: twins and method answers --------------------------------------------
+    def _on_control_publish(self, publish: Publish) -> None:
+        """A ``$iothub/...`` publish: a twin request or a method answer."""
+        auth = self.auth
+        assert auth is not None
+        classified = self._classify(publish.topic, auth.device_id)
+        if classified is None:
+            return
+        if len(publish.payload) > self._config.max_message_bytes:
+            self._endpoint.count_refused("too-large")
+            self._endpoint.security_event(
+                self.peer_host, "publish-denied", device_id=auth.device_id, reason="too-large"
+            )
+            self.close("message-too-large")
+            return
+        done: asyncio.Future[int] = self._loop.create_future()
+        if publish.qos and publish.packet_id is not None:
+            # Acknowledged in order with the telemetry around it, once handled [MQTT-4.6.0-2].
+            self._acknowledge_when_done(publish.packet_id, done)
+        request_id = classified.request_id or ""
+        if classified.kind == "twin-get":
+            self._spawn(self._twin_get(request_id, done))
+        elif classified.kind == "twin-patch-reported":
+            self._spawn(self._twin_patch(request_id, publish.payload, done))
+        else:
+            self._method_answer(request_id, classified.status or 0, publish.payload)
+            done.set_result(0)
+
+    def _twin_respond(
+        self, status: int, request_id: str, body: bytes = b"", version: int | None = None
+    ) -> None:
+        self._send_out(
+            SubscriptionKind.TWIN_RESPONSES,
+            azure.twin_response_topic(status, request_id, version),
+            body,
+        )
+
+    async def _twin_get(self, request_id: str, done: asyncio.Future[int]) -> None:
+        twins = self._endpoint.services.twins
+        try:
+            if twins is None:
+                self._twin_respond(503, request_id, _error_body("twins are not available"))
+                return
+            twin = await twins.device_get(self._identity)
+            self._twin_respond(200, request_id, twin.device_document())
+        except ThrottledError as exc:
+            self._twin_respond(429, request_id, _error_body(str(exc)))
+        except StorageError:
+            logger.exception("twin read failed client_id=%s", self._id())
+            self._twin_respond(503, request_id, _error_body("the twin store is unavailable"))
+        finally:
+            if not done.done():
+                done.set_result(0)
+
+    async def _twin_patch(self, request_id: str, body: bytes, done: asyncio.Future[int]) -> None:
+        twins = self._endpoint.services.twins
+        try:
+            if twins is None:
+                self._twin_respond(503, request_id, _error_body("twins are not available"))
+                return
+            twin = await twins.device_patch_reported(self._identity, body)
+            self._twin_respond(204, request_id, version=twin.reported_version)
+        except ValidationError as exc:
+            self._endpoint.security_event(
+                self.peer_host,
+                "twin-patch-refused",
+                device_id=self._id(),
+                reason=str(exc)[:200],
+            )
+            self._twin_respond(400, request_id, _error_body(str(exc)))
+        except ThrottledError as exc:
+            self._twin_respond(429, request_id, _error_body(str(exc)))
+        except StorageError:
+            logger.exception("twin write failed client_id=%s", self._id())
+            self._twin_respond(503, request_id, _error_body("the twin store is unavailable"))
+        finally:
+            if not done.done():
+                done.set_result(0)
+
+    def _method_answer(self, request_id: str, status: int, body: bytes) -> None:
+        methods = self._endpoint.services.methods
+        try:
+            if methods is None:
+                raise AuthorizationError("direct methods are not available")
+            methods.complete(self._identity, request_id, status, body)
+        except AuthorizationError:
+            # Another identity's request id, a late answer after the timeout, or a guess:
+            # acknowledged (a valid publish) but dropped, and recorded (issue 3).
+            self._endpoint.count_refused("method-response-unmatched")
+            self._endpoint.security_event(
+                self.peer_host,
+                "method-response-refused",
+                device_id=self._id(),
+                request_id=request_id[:128],
+            )
 
     # --- timers ---------------------------------------------------------------------------
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
@@ -964,6 +1485,11 @@ class _Connection(asyncio.Protocol):
         if self._preauth:
             self._preauth = False
             self._endpoint.leave_preauth(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed (or closing)."""
+        return self._closed
 
     def close(self, reason: str, *, abort: bool = False) -> None:
         """Close the connection (idempotent); pending unacknowledged publishes stay unacked."""

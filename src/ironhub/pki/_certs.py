@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ironhub.codec.azure import validate_identity
+from ironhub.codec.azure import split_identity
 from ironhub.errors import TrustError, ValidationError
 from ironhub.pki._common import (
     MAX_CN_CHARS,
@@ -197,7 +197,8 @@ def device_identity_from_certificate(certificate: x509.Certificate) -> str:
     if not isinstance(value, str):  # pragma: no cover - cryptography decodes CNs to str
         raise TrustError("the certificate common name is not text")
     try:
-        validate_identity(value)
+        # A device id, or "device/module" for a module identity (azure-iot-mqtt.md §2.5).
+        split_identity(value)
     except ValidationError as exc:
         raise TrustError(f"the certificate common name is not a valid device id: {exc}") from None
     if len(value) > MAX_CN_CHARS:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ironhub.codec.azure import validate_identity
+from ironhub.codec.azure import split_identity
 from ironhub.errors import TrustError, ValidationError
 from ironhub.pki._common import MAX_CN_CHARS, check_key_strength, find_extension, utc
 
@@ -243,7 +243,7 @@ def issue_server_certificate(
 
 
 def _check_device_id(device_id: str) -> None:
-    validate_identity(device_id)
+    split_identity(device_id)  # "device" or "device/module"
     if len(device_id) > MAX_CN_CHARS:
         raise ValidationError(
             f"an X.509 device id must be at most {MAX_CN_CHARS} characters (CN limit)"

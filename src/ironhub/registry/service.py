@@ -1,19 +1,29 @@
-"""Registry service: the rules for device identities, over a storage backend.
+"""Registry service: the rules for device and module identities, over a storage backend.
+
+Identity keys name a device (``"d"``) or one of its modules (``"d/m"``,
+:func:`ironhub.codec.azure.split_identity`). A module is stored as an ordinary
+:class:`~ironhub.storage.interfaces.DeviceRecord` whose ``device_id`` is its identity key, with
+credentials of its own, created only under an existing device and deleted with it. Every method
+that takes an ``identity`` accepts both kinds; ``create_device`` creates devices only and
+``create_module`` modules only.
 
 Credentials by authentication kind (azure-iot-mqtt.md §2.3, §2.5):
 
 * ``sas``: two 32-byte random keys (primary, secondary), shown once in base64 at creation or
   rotation and stored only sealed under the key-encryption key
-  (:mod:`ironhub.registry.sealing`), bound to the device and slot as associated data
-  (:func:`~ironhub.registry.sealing.device_key_aad`) so a sealed key cannot be moved to another
-  device or slot.
+  (:mod:`ironhub.registry.sealing`), bound to the identity key (``d`` or ``d/m``) and slot as
+  associated data (:func:`~ironhub.registry.sealing.device_key_aad`) so a sealed key cannot be
+  moved to another device, module or slot.
 * ``x509-thumbprint``: one or two self-signed certificates, stored with their SHA-256
   thumbprints (primary, secondary).
 * ``x509-ca``: no secret at all; the device proves itself with a certificate chaining to a
   registered CA whose CN is the device id.
 
 Every change that may invalidate a live connection (disable, delete, key rotation) is told to
-the listeners after it is stored, so the hub can drop the sessions it no longer trusts.
+the listeners after it is stored, so the hub can drop the sessions it no longer trusts. A module
+lives only as long as its device and is usable only while its device is enabled, so disabling,
+enabling or deleting a device is told for the device and for each of its modules, one
+:class:`DeviceChange` per identity.
 Read-modify-write operations use the record's ``version`` (optimistic concurrency) and retry
 a few times when another writer got in between.
 """
@@ -27,7 +37,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from ironhub.codec.azure import validate_identity
+from ironhub.codec.azure import split_identity, validate_identity
 from ironhub.errors import ConflictError, NotFoundError, TrustError, ValidationError
 from ironhub.pki import (
     certificate_pem,
@@ -37,10 +47,11 @@ from ironhub.pki import (
     thumbprint_sha256,
 )
 from ironhub.registry.sealing import device_key_aad, seal, unseal
+from ironhub.registry.twin import Twin
 from ironhub.storage.interfaces import AuthKind, CARecord, DeviceRecord, DeviceState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from cryptography import x509
 
@@ -70,7 +81,7 @@ _UPDATE_ATTEMPTS: Final = 3
 
 @dataclass(frozen=True, slots=True)
 class CreatedDevice:
-    """A new device and, for SAS devices, its two keys (base64), shown once."""
+    """A new device or module and, for SAS, its two keys (base64), shown once."""
 
     record: DeviceRecord
     primary_key: str | None = None
@@ -79,9 +90,11 @@ class CreatedDevice:
 
 @dataclass(frozen=True, slots=True)
 class DeviceChange:
-    """Told to listeners after a device was disabled, deleted, or had credentials changed.
+    """Told to listeners after an identity was disabled, deleted, or had credentials changed.
 
-    The hub listens and drops live connections that the change invalidates.
+    The hub listens and drops live connections that the change invalidates. ``device_id`` is
+    the identity key: ``d`` for a device, ``d/m`` for a module. A change of a device's state
+    or existence is told once for the device and once for each of its modules.
     """
 
     device_id: str
@@ -120,7 +133,7 @@ def _parse_device_certificate(pem: str) -> x509.Certificate:
 
 
 class Registry:
-    """Device identities and CAs. All methods raise ``StorageError`` when storage fails.
+    """Device and module identities, and CAs. All methods raise ``StorageError`` when storage fails.
 
     Args:
         storage: an open storage backend.
@@ -177,18 +190,18 @@ class Registry:
     def _seal_key(self, device_id: str, slot: KeySlot, key: bytes) -> bytes:
         return seal(self._kek, key, aad=device_key_aad(device_id, slot))
 
-    # --- devices --------------------------------------------------------------------------
+    # --- devices and modules --------------------------------------------------------------
     async def create_device(
         self,
         device_id: str,
         auth_kind: AuthKind = AuthKind.SAS,
         *,
-        certificates_pem: tuple[str, ...] = (),
+        certificates_pem: Sequence[str] = (),
     ) -> CreatedDevice:
         """Create a device with fresh credentials.
 
         Args:
-            device_id: the new device's id.
+            device_id: the new device's id (a device id only: ``/`` is refused).
             auth_kind: how it authenticates.
             certificates_pem: for ``x509-thumbprint`` only, one or two self-signed
                 certificates (primary, then secondary).
@@ -204,13 +217,65 @@ class Registry:
             StorageError: storage failed.
         """
         validate_device_id(device_id)
+        return await self._create_identity(device_id, auth_kind, certificates_pem)
+
+    async def create_module(
+        self,
+        device_id: str,
+        module_id: str,
+        *,
+        auth_kind: AuthKind = AuthKind.SAS,
+        certificates_pem: Sequence[str] = (),
+    ) -> CreatedDevice:
+        """Create module ``module_id`` of an existing device, with fresh credentials.
+
+        The credential rules are those of :meth:`create_device`; SAS keys are sealed bound to
+        the module's identity key ``device_id/module_id``.
+
+        Args:
+            device_id: the parent device's id.
+            module_id: the new module's id.
+            auth_kind: how the module authenticates.
+            certificates_pem: for ``x509-thumbprint`` only, one or two self-signed
+                certificates (primary, then secondary).
+
+        Returns:
+            The stored record (``device_id`` is the identity key ``device_id/module_id``) and,
+            for SAS, both keys in base64, shown once.
+
+        Raises:
+            ValidationError: a malformed device or module id, an unknown kind, certificates
+                that are refused or given to a kind that takes none.
+            NotFoundError: the device does not exist.
+            ConflictError: the module exists.
+            StorageError: storage failed.
+        """
+        validate_identity(device_id, module_id)
+        # Checked here for a clear error before any credential work; storage checks it again
+        # in the insert's transaction, against a device deleted meanwhile.
+        if await self._storage.get_device(device_id) is None:
+            raise NotFoundError(f"device {device_id!r} does not exist")
+        return await self._create_identity(f"{device_id}/{module_id}", auth_kind, certificates_pem)
+
+    async def _create_identity(
+        self, identity: str, auth_kind: AuthKind, certificates_pem: Sequence[str]
+    ) -> CreatedDevice:
+        """Build the credentials of a validated identity key and store the new record.
+
+        Raises:
+            ValidationError: an unknown kind, certificates refused or given to a kind that
+                takes none.
+            ConflictError: the identity exists.
+            NotFoundError: a module whose device does not exist (checked by storage).
+            StorageError: storage failed.
+        """
         try:
             kind = AuthKind(auth_kind)
         except ValueError:
             raise ValidationError(f"unknown authentication kind {auth_kind!r}") from None
         now = self._clock.time()
         record = DeviceRecord(
-            device_id=device_id,
+            device_id=identity,
             auth_kind=kind,
             state=DeviceState.ENABLED,
             created_at=now,
@@ -218,18 +283,18 @@ class Registry:
         )
         created = CreatedDevice(record)
         if kind is not AuthKind.X509_THUMBPRINT and certificates_pem:
-            raise ValidationError(f"{kind.value} devices take no certificates")
+            raise ValidationError(f"{kind.value} identities take no certificates")
         if kind is AuthKind.SAS:
             primary, secondary = secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES)
             record = dataclasses.replace(
                 record,
-                primary_key_sealed=self._seal_key(device_id, "primary", primary),
-                secondary_key_sealed=self._seal_key(device_id, "secondary", secondary),
+                primary_key_sealed=self._seal_key(identity, "primary", primary),
+                secondary_key_sealed=self._seal_key(identity, "secondary", secondary),
             )
             created = CreatedDevice(record, _encode_key(primary), _encode_key(secondary))
         elif kind is AuthKind.X509_THUMBPRINT:
             if not 1 <= len(certificates_pem) <= len(KEY_SLOTS):
-                raise ValidationError("x509-thumbprint devices take one or two certificates")
+                raise ValidationError("x509-thumbprint identities take one or two certificates")
             certificates = [_parse_device_certificate(pem) for pem in certificates_pem]
             thumbprints = [thumbprint_sha256(c) for c in certificates]
             record = dataclasses.replace(
@@ -240,37 +305,63 @@ class Registry:
             )
             created = CreatedDevice(record)
         await self._storage.insert_device(record)
-        if auth_kind is AuthKind.X509_THUMBPRINT:
+        try:
+            # Every identity has a twin from its creation, so twin queries see it.
+            await self._storage.put_twin(Twin.new(identity, now).to_record(), expected_version=None)
+        except ConflictError:
+            logger.warning("a twin already existed for new identity device_id=%s", identity)
+        if kind is AuthKind.X509_THUMBPRINT:
             self._notify_trust()
-        logger.info("device created: device_id=%s auth_kind=%s", device_id, kind.value)
+        logger.info("identity created: device_id=%s auth_kind=%s", identity, kind.value)
         return created
 
-    async def get_device(self, device_id: str) -> DeviceRecord:
-        """The device.
+    async def get_device(self, identity: str) -> DeviceRecord:
+        """The device (``d``) or module (``d/m``) with this identity key.
 
         Raises:
-            NotFoundError: no such device.
+            NotFoundError: no such identity.
             StorageError: storage failed.
         """
-        record = await self._storage.get_device(device_id)
+        record = await self._storage.get_device(identity)
         if record is None:
-            raise NotFoundError(f"device {device_id!r} does not exist")
+            raise NotFoundError(f"identity {identity!r} does not exist")
         return record
 
     async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
-        """Devices ordered by id, starting after ``after``.
+        """Devices (never modules) ordered by id, starting after ``after``.
 
         Raises:
             StorageError: storage failed.
         """
         return await self._storage.list_devices(after=after, limit=limit)
 
+    async def list_modules(self, device_id: str) -> list[DeviceRecord]:
+        """The modules of a device, ordered by identity key.
+
+        Raises:
+            ValidationError: ``device_id`` is not a valid device id.
+            NotFoundError: no such device.
+            StorageError: storage failed.
+        """
+        validate_device_id(device_id)
+        if await self._storage.get_device(device_id) is None:
+            raise NotFoundError(f"device {device_id!r} does not exist")
+        return await self._storage.list_modules(device_id)
+
+    def _notify_with_modules(
+        self, identity: str, reason: str, modules: Sequence[DeviceRecord]
+    ) -> None:
+        """Tell ``reason`` for ``identity``, then for each of ``modules``."""
+        self._notify(DeviceChange(identity, reason))
+        for module in modules:
+            self._notify(DeviceChange(module.device_id, reason))
+
     async def _update(
         self,
-        device_id: str,
+        identity: str,
         change: Callable[[DeviceRecord], DeviceRecord | None],
     ) -> tuple[DeviceRecord, bool]:
-        """Apply ``change`` to the stored device with optimistic concurrency.
+        """Apply ``change`` to the stored identity with optimistic concurrency.
 
         ``change`` returns the new record (version and ``updated_at`` are set here), or
         ``None`` when there is nothing to do.
@@ -279,12 +370,12 @@ class Registry:
             The stored record and whether it was changed.
 
         Raises:
-            NotFoundError: no such device.
-            ConflictError: other writers changed the device on every attempt.
+            NotFoundError: no such identity.
+            ConflictError: other writers changed the identity on every attempt.
             StorageError: storage failed.
         """
         for _ in range(_UPDATE_ATTEMPTS):
-            current = await self.get_device(device_id)
+            current = await self.get_device(identity)
             changed = change(current)
             if changed is None:
                 return current, False
@@ -296,19 +387,22 @@ class Registry:
             except ConflictError:
                 continue
             return updated, True
-        raise ConflictError(f"device {device_id!r} keeps changing concurrently; try again")
+        raise ConflictError(f"identity {identity!r} keeps changing concurrently; try again")
 
-    async def set_state(self, device_id: str, state: DeviceState) -> DeviceRecord:
-        """Enable or disable a device; disabling tells listeners to drop its connections.
+    async def set_state(self, identity: str, state: DeviceState) -> DeviceRecord:
+        """Enable or disable a device or module; disabling tells listeners to drop connections.
 
-        Setting the state it already has changes nothing and tells nobody.
+        A change of a device's state is told for the device and for each of its modules (a
+        module of a disabled device must not stay connected). Setting the state it already
+        has changes nothing and tells nobody.
 
         Raises:
-            ValidationError: an unknown state.
-            NotFoundError: no such device.
+            ValidationError: a malformed identity key or an unknown state.
+            NotFoundError: no such identity.
             ConflictError: concurrent changes kept winning.
             StorageError: storage failed.
         """
+        _, module_id = split_identity(identity)
         try:
             wanted = DeviceState(state)
         except ValueError:
@@ -317,58 +411,71 @@ class Registry:
         def change(record: DeviceRecord) -> DeviceRecord | None:
             return None if record.state is wanted else dataclasses.replace(record, state=wanted)
 
-        record, changed = await self._update(device_id, change)
+        record, changed = await self._update(identity, change)
         if changed:
             reason = "disabled" if wanted is DeviceState.DISABLED else "enabled"
-            self._notify(DeviceChange(device_id, reason))
+            modules = await self._storage.list_modules(identity) if module_id is None else []
+            self._notify_with_modules(identity, reason, modules)
         return record
 
-    async def rotate_key(self, device_id: str, slot: KeySlot) -> str:
+    async def rotate_key(self, identity: str, slot: KeySlot) -> str:
         """Regenerate one SAS key (the other keeps working); returns the new key (base64).
 
+        A device's modules have keys of their own, which do not change.
+
         Raises:
-            ValidationError: ``slot`` is not ``primary`` or ``secondary``, or the device does
-                not use SAS.
-            NotFoundError: no such device.
+            ValidationError: a malformed identity key, ``slot`` is not ``primary`` or
+                ``secondary``, or the identity does not use SAS.
+            NotFoundError: no such identity.
             ConflictError: concurrent changes kept winning.
             StorageError: storage failed.
         """
+        split_identity(identity)
         if slot not in KEY_SLOTS:
             raise ValidationError("the key slot must be 'primary' or 'secondary'")
         key = secrets.token_bytes(KEY_BYTES)
-        sealed = self._seal_key(device_id, slot, key)
+        sealed = self._seal_key(identity, slot, key)
 
         def change(record: DeviceRecord) -> DeviceRecord:
             if record.auth_kind is not AuthKind.SAS:
                 raise ValidationError(
-                    f"device {device_id!r} uses {record.auth_kind.value}, not SAS keys"
+                    f"identity {identity!r} uses {record.auth_kind.value}, not SAS keys"
                 )
             if slot == "primary":
                 return dataclasses.replace(record, primary_key_sealed=sealed)
             return dataclasses.replace(record, secondary_key_sealed=sealed)
 
-        await self._update(device_id, change)
-        self._notify(DeviceChange(device_id, "key-rotated", slot))
+        await self._update(identity, change)
+        self._notify(DeviceChange(identity, "key-rotated", slot))
         return _encode_key(key)
 
-    async def delete_device(self, device_id: str) -> None:
-        """Delete a device and tell listeners to drop its connections.
+    async def delete_device(self, identity: str) -> None:
+        """Delete a device or module and tell listeners to drop its connections.
+
+        Deleting a device deletes its modules too (storage cascades, with twins, sessions and
+        queued cloud messages), and listeners hear of the device and of each module.
 
         Raises:
-            NotFoundError: no such device.
+            ValidationError: a malformed identity key.
+            NotFoundError: no such identity.
             StorageError: storage failed.
         """
-        if not await self._storage.delete_device(device_id):
-            raise NotFoundError(f"device {device_id!r} does not exist")
-        self._notify(DeviceChange(device_id, "deleted"))
+        _, module_id = split_identity(identity)
+        # Collected before the deletion, which leaves nothing to list. A module created in
+        # between is deleted by the cascade but not told; listeners that must be exhaustive
+        # treat "deleted" for a device ``d`` as covering every identity ``d/*``.
+        modules = await self._storage.list_modules(identity) if module_id is None else []
+        if not await self._storage.delete_device(identity):
+            raise NotFoundError(f"identity {identity!r} does not exist")
+        self._notify_with_modules(identity, "deleted", modules)
         self._notify_trust()
 
     def unseal_keys(self, record: DeviceRecord) -> tuple[bytes, ...]:
-        """The raw SAS keys of a device (primary first); empty for X.509 devices.
+        """The raw SAS keys of a device or module (primary first); empty for X.509 identities.
 
         Raises:
             SealingError: a key cannot be unsealed (wrong KEK, tampering, or a blob moved
-                from another device or slot).
+                from another identity or slot).
         """
         if record.auth_kind is not AuthKind.SAS:
             return ()

@@ -27,15 +27,18 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthKind",
     "CARecord",
+    "CloudMessage",
     "CommitListener",
     "DeviceRecord",
     "DeviceState",
     "LogEntry",
+    "SessionRecord",
     "Storage",
     "StorageStatistics",
     "StoredMessage",
     "Stream",
     "TokenRecord",
+    "TwinRecord",
 ]
 
 
@@ -60,6 +63,8 @@ class Stream(StrEnum):
     TELEMETRY = "telemetry"
     SECURITY = "security"
     LIFECYCLE = "lifecycle"
+    #: Cloud-to-device delivery outcomes (completed, expired, purged), one entry per message.
+    FEEDBACK = "feedback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,64 @@ class DeviceRecord:
     primary_thumbprint: str | None = None
     secondary_thumbprint: str | None = None
     certificates_pem: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TwinRecord:
+    """The twin of one identity (a device ``d`` or a module ``d/m``), as stored.
+
+    The three sections are compact JSON object texts *without* ``$version``; the section
+    versions are kept beside them. ``version`` increases by one on every change of any section
+    (the operator's etag, optimistic concurrency). A twin exists for every identity from its
+    creation (empty sections, versions 1).
+    """
+
+    identity: str
+    tags: str
+    desired: str
+    desired_version: int
+    reported: str
+    reported_version: int
+    version: int
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """The persistent MQTT session of one clean-session-0 client (its ClientId = identity).
+
+    ``subscriptions`` are the granted ``(topic filter, QoS)`` pairs in subscription order.
+    ``desired_version_sent`` is the highest desired ``$version`` the client acknowledged
+    (PUBACK) on its desired-properties subscription; a reconnect that finds the twin newer
+    delivers a catch-up notification (docs/adr/0009).
+    """
+
+    client_id: str
+    subscriptions: tuple[tuple[str, int], ...]
+    desired_version_sent: int
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloudMessage:
+    """A queued cloud-to-device message (device C2D, or a module input message).
+
+    ``seq`` is assigned by storage at enqueue (strictly increasing per store; pass 0 when
+    enqueueing). ``identity`` is the receiving device ``d`` or module ``d/m``;
+    ``input_name`` is set for module input messages only. ``properties`` hold the system
+    properties (``$.mid``, ``$.exp``, ...) and the sender's application properties, in the
+    order they go on the wire. ``delivery_count`` counts deliveries not yet acknowledged: a
+    message delivered before is re-sent with DUP=1.
+    """
+
+    seq: int
+    identity: str
+    input_name: str | None
+    enqueued_at: float
+    expires_at: float
+    payload: bytes
+    properties: tuple[tuple[str, str], ...] = ()
+    delivery_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +263,80 @@ class Storage(Protocol):
         ...
 
     async def delete_device(self, device_id: str) -> bool:
-        """Delete a device; ``False`` if it did not exist."""
+        """Delete an identity and everything it owns, in one transaction; ``False`` if absent.
+
+        Deleting a device ``d`` also deletes its modules (``d/*``); for every deleted identity
+        its twin, its session and its queued cloud messages go too.
+        """
+        ...
+
+    async def list_modules(self, device_id: str) -> list[DeviceRecord]:
+        """The module identities of device ``device_id`` (records ``d/m``), ordered by id.
+
+        ``list_devices`` never returns modules (identities containing ``/``).
+        """
+        ...
+
+    # --- twins ------------------------------------------------------------------------------
+    async def get_twin(self, identity: str) -> TwinRecord | None:
+        """The twin of ``identity``, or ``None``."""
+        ...
+
+    async def put_twin(self, record: TwinRecord, *, expected_version: int | None) -> None:
+        """Store a twin.
+
+        With ``expected_version=None`` the twin is inserted (``ConflictError`` if one exists);
+        otherwise it replaces the stored twin only if the stored ``version`` equals
+        ``expected_version`` (``ConflictError`` on mismatch, ``NotFoundError`` if absent).
+        """
+        ...
+
+    async def list_twins(self, *, after: str = "", limit: int = 100) -> list[TwinRecord]:
+        """Twins ordered by identity, starting after ``after`` (devices and modules)."""
+        ...
+
+    # --- persistent sessions ----------------------------------------------------------------
+    async def get_session(self, client_id: str) -> SessionRecord | None:
+        """The stored session of ``client_id``, or ``None``."""
+        ...
+
+    async def put_session(self, record: SessionRecord) -> None:
+        """Insert or replace the session of ``record.client_id`` (durable on return)."""
+        ...
+
+    async def delete_session(self, client_id: str) -> bool:
+        """Forget a session; ``False`` if there was none."""
+        ...
+
+    # --- cloud-to-device queue --------------------------------------------------------------
+    async def enqueue_cloud_message(self, message: CloudMessage, *, max_pending: int) -> int:
+        """Queue a message (its ``seq`` is ignored) and return the assigned ``seq``.
+
+        Durable on return. The pending count of ``message.identity`` is checked in the same
+        transaction: ``QueueFullError`` if it already holds ``max_pending`` messages.
+        """
+        ...
+
+    async def list_cloud_messages(self, identity: str, *, limit: int = 100) -> list[CloudMessage]:
+        """The queued messages of ``identity`` in ``seq`` order (expired ones included)."""
+        ...
+
+    async def mark_cloud_message_delivered(self, identity: str, seq: int) -> None:
+        """Increase the message's ``delivery_count`` by one (no error if it is gone)."""
+        ...
+
+    async def delete_cloud_message(self, identity: str, seq: int) -> CloudMessage | None:
+        """Remove one message (completion); the removed message, or ``None`` if absent."""
+        ...
+
+    async def purge_cloud_messages(self, identity: str) -> list[CloudMessage]:
+        """Remove every queued message of ``identity``; the removed messages."""
+        ...
+
+    async def take_expired_cloud_messages(
+        self, now: float, *, limit: int = 1000
+    ) -> list[CloudMessage]:
+        """Remove and return up to ``limit`` messages with ``expires_at <= now``, oldest first."""
         ...
 
     async def insert_ca(self, record: CARecord) -> None:

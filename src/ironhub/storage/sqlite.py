@@ -8,16 +8,16 @@ Three kinds of thread touch the database file:
 * **The event loop** never touches it. It hands work to the other threads and receives the
   results through :meth:`asyncio.AbstractEventLoop.call_soon_threadsafe`, so no coroutine ever
   blocks on disk I/O.
-* **One writer thread** owns the only write connection. It serves a FIFO queue holding two
-  kinds of work: log entries (from :meth:`SQLiteStorage.append`) and small registry *jobs*
-  (device, CA and token writes). Each turn it drains everything queued, up to
+* **One writer thread** owns the only write connection. It serves a FIFO queue holding two kinds
+  of work: log entries (from :meth:`SQLiteStorage.append`) and small *jobs* (device, CA, token,
+  twin, session and cloud-to-device queue writes). Each turn it drains everything queued, up to
   ``StorageConfig.max_commit_batch`` log entries, inserts those entries with a few multi-row
-  ``INSERT`` statements in one transaction, commits, and then resolves all of their futures
-  with one ``call_soon_threadsafe`` (group commit, ARCHITECTURE.md "Durability"). A job found
-  while draining ends the batch; it runs in its own transaction right after the batch, which keeps
-  the queue strictly FIFO. With ``synchronous=FULL`` (the default) the commit has fsynced the
-  WAL before any future resolves, so an acknowledged message survives power loss; with
-  ``NORMAL`` it survives a process crash (SIGKILL) but not power loss.
+  ``INSERT`` statements in one transaction, commits, and then resolves all of their futures with
+  one ``call_soon_threadsafe`` (group commit, ARCHITECTURE.md "Durability"). A job found while
+  draining ends the batch; it runs in its own transaction right after the batch, which keeps the
+  queue strictly FIFO. With ``synchronous=FULL`` (the default) the commit has fsynced the WAL
+  before any future resolves, so an acknowledged message survives power loss; with ``NORMAL`` it
+  survives a process crash (SIGKILL) but not power loss.
 * **Reader threads** (a small pool, one connection each, ``query_only``) serve every read.
   WAL lets them read a committed snapshot while the writer appends.
 
@@ -35,6 +35,12 @@ ARCHITECTURE.md). Consequently a query filtered by device or stream walks the ta
 ``seq`` order from ``after_seq`` and stops after ``limit`` matches: cheap for recent or busy
 devices, a scan of everything after ``after_seq`` for a device that sent nothing since.
 
+The other tables are small and keyed by identity; ``cloud_messages`` carries indexes on
+``(identity, seq)`` and ``expires_at``, which its queries need and which cost nothing on the hot
+path. Identity keys are ``d`` for a device and ``d/m`` for a module; the modules of ``d`` are
+exactly the keys strictly between ``d/`` and ``d0`` under the BINARY collation (``/`` is 0x2F,
+``0`` is 0x30), a range the primary keys serve and that never reaches a sibling ``d-2``.
+
 A new database is built under a temporary name and renamed into place once complete, so a file
 under the final name is always a whole ironhub database. Opening refuses, with
 :class:`~ironhub.errors.CorruptDatabaseError`, anything else: a file that is not SQLite, is
@@ -42,6 +48,15 @@ truncated, fails ``PRAGMA quick_check``, lacks the ironhub ``application_id`` an
 or carries a schema version this code does not know (a downgrade). The hub must never come up
 with empty security state (SECURITY-TESTS.md §3.11 item 49). Files are created ``0600``; the
 ``-wal`` and ``-shm`` files inherit that mode from SQLite and are tightened again after open.
+
+Schema migrations
+-----------------
+
+An intact database of an older known version (1, written by the previous release) is upgraded
+in place at open, before WAL mode and before any reader: the new tables, ``PRAGMA
+user_version`` and ``meta.schema_version`` change in one transaction (:func:`_migrate`), so the
+file is either wholly the old version or wholly the new one. Existing tables are never rewritten.
+Version 2 added ``twins``, ``sessions`` and ``cloud_messages``.
 """
 
 from __future__ import annotations
@@ -64,19 +79,23 @@ from ironhub.errors import (
     CorruptDatabaseError,
     IronhubError,
     NotFoundError,
+    QueueFullError,
     StorageError,
 )
 from ironhub.storage.interfaces import (
     AuthKind,
     CARecord,
+    CloudMessage,
     CommitListener,
     DeviceRecord,
     DeviceState,
     LogEntry,
+    SessionRecord,
     StorageStatistics,
     StoredMessage,
     Stream,
     TokenRecord,
+    TwinRecord,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +115,7 @@ _T = TypeVar("_T")
 #: ``PRAGMA application_id`` of every ironhub database: the ASCII bytes ``IRHB``.
 APPLICATION_ID: Final = 0x49524842
 #: The schema this code reads and writes (``PRAGMA user_version`` and ``meta.schema_version``).
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_BYTES: Final = 100
@@ -104,9 +123,15 @@ _FILE_MODE: Final = 0o600
 _READER_THREADS: Final = 2
 _BUSY_TIMEOUT_MS: Final = 5000
 _SYNCHRONOUS_MODES: Final = frozenset({"FULL", "EXTRA", "NORMAL"})
-_TABLES: Final = frozenset({"meta", "devices", "cas", "tokens", "messages"})
+_TABLES_V1: Final = frozenset({"meta", "devices", "cas", "tokens", "messages"})
+#: The tables every known schema version must hold (checked at open, before any migration).
+_TABLES: Final = {
+    1: _TABLES_V1,
+    2: _TABLES_V1 | {"twins", "sessions", "cloud_messages"},
+}
 
-_SCHEMA: Final = f"""
+#: The tables of schema version 1, unchanged since (the previous release created exactly these).
+_TABLES_V1_SQL: Final = """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -150,6 +175,48 @@ CREATE TABLE messages (
     packet_id INTEGER,
     digest BLOB
 );
+"""
+
+#: What schema version 2 adds to version 1, one statement each, so that the migration can run
+#: them inside its own transaction (``executescript`` would commit first). None of these is
+#: on the hot path, so secondary indexes are fine here.
+_TABLES_V2_STATEMENTS: Final = (
+    """CREATE TABLE twins (
+    identity TEXT PRIMARY KEY,
+    tags TEXT NOT NULL,
+    desired TEXT NOT NULL,
+    desired_version INTEGER NOT NULL,
+    reported TEXT NOT NULL,
+    reported_version INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID""",
+    """CREATE TABLE sessions (
+    client_id TEXT PRIMARY KEY,
+    subscriptions TEXT NOT NULL,
+    desired_version_sent INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID""",
+    # AUTOINCREMENT: a seq is never reused, even after the newest message was deleted, so a
+    # device can never mistake a new message for one it has already settled.
+    """CREATE TABLE cloud_messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL,
+    input_name TEXT,
+    enqueued_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    properties BLOB,
+    payload BLOB NOT NULL,
+    delivery_count INTEGER NOT NULL DEFAULT 0
+)""",
+    "CREATE INDEX cloud_messages_by_identity ON cloud_messages (identity, seq)",
+    "CREATE INDEX cloud_messages_by_expiry ON cloud_messages (expires_at)",
+)
+
+_SCHEMA: Final = (
+    _TABLES_V1_SQL
+    + "".join(f"{statement};\n" for statement in _TABLES_V2_STATEMENTS)
+    + f"""
 INSERT INTO meta (key, value) VALUES
     ('application', 'ironhub'),
     ('schema_version', '{SCHEMA_VERSION}'),
@@ -157,6 +224,7 @@ INSERT INTO meta (key, value) VALUES
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """  # noqa: S608 - only module constants are interpolated
+)
 
 _INSERT_MESSAGES_PREFIX: Final = (
     "INSERT INTO messages (seq, stream, device_id, enqueued_at, properties, payload,"
@@ -195,6 +263,50 @@ _TOKENS_INSERT: Final = (
     "INSERT INTO tokens (token_id, name, token_hash, role, created_at, expires_at, revoked)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_TWIN_SELECT: Final = (
+    "SELECT identity, tags, desired, desired_version, reported, reported_version, version,"
+    " updated_at FROM twins"
+)
+_INSERT_TWIN: Final = (
+    "INSERT INTO twins (identity, tags, desired, desired_version, reported, reported_version,"
+    " version, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_TWIN: Final = (
+    "UPDATE twins SET tags = ?, desired = ?, desired_version = ?, reported = ?,"
+    " reported_version = ?, version = ?, updated_at = ? WHERE identity = ? AND version = ?"
+)
+_SESSION_SELECT: Final = (
+    "SELECT client_id, subscriptions, desired_version_sent, updated_at FROM sessions"
+)
+_UPSERT_SESSION: Final = (
+    "INSERT INTO sessions (client_id, subscriptions, desired_version_sent, updated_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET"
+    " subscriptions = excluded.subscriptions,"
+    " desired_version_sent = excluded.desired_version_sent,"
+    " updated_at = excluded.updated_at"
+)
+_CLOUD_SELECT: Final = (
+    "SELECT seq, identity, input_name, enqueued_at, expires_at, properties, payload,"
+    " delivery_count FROM cloud_messages"
+)
+_INSERT_CLOUD: Final = (
+    "INSERT INTO cloud_messages (identity, input_name, enqueued_at, expires_at, properties,"
+    " payload, delivery_count) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+#: The identities a deletion removes, per table and column (fixed strings chosen by code).
+#: ``{column} = ?`` is the identity itself; the range ``> 'd/'`` and ``< 'd0'`` is exactly the
+#: identities that start with ``d/`` ('/' is 0x2F and '0' is 0x30, under SQLite's BINARY
+#: collation), i.e. the modules of device ``d`` and nothing of a sibling such as ``d-2``.
+_OWNED_BY: Final = "({column} = ? OR ({column} > ? AND {column} < ?))"
+_DELETE_OWNED: Final = tuple(
+    f"DELETE FROM {table} WHERE " + _OWNED_BY.format(column=column)  # noqa: S608
+    for table, column in (
+        ("devices", "device_id"),
+        ("twins", "identity"),
+        ("sessions", "client_id"),
+        ("cloud_messages", "identity"),
+    )
+)
 #: Message queries differ only in their filters, which are fixed strings chosen by code.
 _MESSAGE_QUERIES: Final = {
     (has_device, has_stream): (
@@ -210,8 +322,10 @@ _MESSAGE_QUERIES: Final = {
 
 _properties_encoder = msgspec.msgpack.Encoder()
 _properties_decoder = msgspec.msgpack.Decoder(tuple[tuple[str, str], ...])
-_pem_list_encoder = msgspec.json.Encoder()
-_pem_list_decoder = msgspec.json.Decoder(tuple[str, ...])
+_json_encoder = msgspec.json.Encoder()
+_string_list_decoder = msgspec.json.Decoder(tuple[str, ...])
+#: Session subscriptions: a JSON array of ``[topic filter, QoS]`` pairs, in subscription order.
+_subscriptions_decoder = msgspec.json.Decoder(tuple[tuple[str, int], ...])
 
 
 @dataclass(slots=True)
@@ -315,27 +429,34 @@ def _create_database(path: Path) -> None:
     logger.info("created database: path=%s schema_version=%d", path, SCHEMA_VERSION)
 
 
-def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Verify that ``conn`` holds an intact ironhub database of the known schema.
+def _check_schema(conn: sqlite3.Connection, path: Path) -> int:
+    """Verify that ``conn`` holds an intact ironhub database of a known schema version.
+
+    A known version older than :data:`SCHEMA_VERSION` passes (it is migrated next, see
+    :func:`_migrate`); its tables are checked against what that version had.
+
+    Returns:
+        The schema version of the file.
 
     Raises:
-        CorruptDatabaseError: foreign, newer, older or damaged database.
+        CorruptDatabaseError: foreign, newer, unknown or damaged database.
     """
     application_id = conn.execute("PRAGMA application_id").fetchone()[0]
     if application_id != APPLICATION_ID:
         raise CorruptDatabaseError(
             f"{path}: not an ironhub database (application_id {application_id:#x})"
         )
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise CorruptDatabaseError(
             f"{path}: schema version {version} was written by a newer ironhub; this version "
             f"knows {SCHEMA_VERSION} and refuses to downgrade"
         )
-    if version != SCHEMA_VERSION:
+    expected_tables = _TABLES.get(version)
+    if expected_tables is None:
         raise CorruptDatabaseError(f"{path}: unknown schema version {version}")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    missing = sorted(_TABLES - tables)
+    missing = sorted(expected_tables - tables)
     if missing:
         raise CorruptDatabaseError(f"{path}: table(s) missing: {', '.join(missing)}")
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -344,19 +465,83 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
     problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
     if problems != ["ok"]:
         raise CorruptDatabaseError(f"{path}: integrity check failed: {'; '.join(problems[:3])}")
+    return version
+
+
+#: The upgrade steps: ``_MIGRATIONS[v]`` turns schema version ``v`` into ``v + 1``.
+_MIGRATIONS: Final = {
+    1: (
+        *_TABLES_V2_STATEMENTS,
+        # Every identity has a twin from its creation (TwinRecord); give the existing ones
+        # theirs, empty, so twin queries see them.
+        (
+            "INSERT INTO twins (identity, tags, desired, desired_version, reported,"
+            " reported_version, version, updated_at)"
+            " SELECT device_id, '{}', '{}', 1, '{}', 1, 1, updated_at FROM devices"
+        ),
+    )
+}
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Upgrade a database of an older known schema to :data:`SCHEMA_VERSION`, in place.
+
+    Every step and the version bump (``PRAGMA user_version`` and ``meta.schema_version``) run
+    in one ``BEGIN IMMEDIATE`` transaction: a crash or an error leaves the file exactly as the
+    previous release wrote it, never half-migrated. The version is read again inside the
+    transaction, so a second process that migrated first is noticed, not repeated.
+
+    Raises:
+        CorruptDatabaseError: the version changed under us to one this code cannot migrate.
+        sqlite3.Error: a statement failed (rolled back; mapped by the caller).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current == SCHEMA_VERSION:
+            conn.execute("ROLLBACK")
+            return
+        if current != version:
+            raise CorruptDatabaseError(
+                f"{path}: schema version changed from {version} to {current} while opening"
+            )
+        for step in range(current, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+        # PRAGMA takes no parameters; SCHEMA_VERSION is a module constant.
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    logger.warning(
+        "migrated database schema: path=%s from_version=%d to_version=%d",
+        path,
+        version,
+        SCHEMA_VERSION,
+    )
 
 
 def _prepare_writer(conn: sqlite3.Connection, path: Path, synchronous: str) -> int:
-    """Verify the database, switch to WAL and return the next sequence number.
+    """Verify the database, migrate an older schema, switch to WAL; the next sequence number.
 
     Raises:
         CorruptDatabaseError: see :func:`_check_schema`.
         StorageError: WAL mode cannot be enabled.
-        sqlite3.Error: a pragma failed (mapped by the caller).
+        sqlite3.Error: a pragma or the migration failed (mapped by the caller).
     """
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA trusted_schema = OFF")
-    _check_schema(conn, path)
+    # The migration runs with the strongest durability whatever the configured mode: it is
+    # rare, and the file must not lose it.
+    conn.execute("PRAGMA synchronous = FULL")
+    version = _check_schema(conn, path)
+    if version < SCHEMA_VERSION:
+        _migrate(conn, path, version)
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise StorageError(f"{path}: WAL mode unavailable (journal_mode={mode})")
@@ -379,7 +564,7 @@ def _device_row(record: DeviceRecord) -> tuple[Any, ...]:
         record.secondary_key_sealed,
         record.primary_thumbprint,
         record.secondary_thumbprint,
-        _pem_list_encoder.encode(record.certificates_pem).decode(),
+        _json_encoder.encode(record.certificates_pem).decode(),
     )
 
 
@@ -401,10 +586,88 @@ def _device_from_row(row: Sequence[Any]) -> DeviceRecord:
             secondary_key_sealed=row[7],
             primary_thumbprint=row[8],
             secondary_thumbprint=row[9],
-            certificates_pem=_pem_list_decoder.decode(row[10]),
+            certificates_pem=_string_list_decoder.decode(row[10]),
         )
     except (ValueError, msgspec.DecodeError) as exc:
         raise CorruptDatabaseError(f"device row cannot be decoded: {exc}") from exc
+
+
+def _owned_range(identity: str) -> tuple[str, str, str]:
+    """The parameters of :data:`_OWNED_BY` for deleting ``identity`` and what it owns.
+
+    A device ``d`` owns the identities strictly between ``d/`` and ``d0``: exactly those that
+    start with ``d/``. A module owns nothing else; the bounds ``(identity, identity)`` make an
+    empty range.
+    """
+    if "/" in identity:
+        return identity, identity, identity
+    return identity, identity + "/", identity + "0"
+
+
+def _twin_row(record: TwinRecord) -> tuple[Any, ...]:
+    return (
+        record.identity,
+        record.tags,
+        record.desired,
+        record.desired_version,
+        record.reported,
+        record.reported_version,
+        record.version,
+        record.updated_at,
+    )
+
+
+def _twin_from_row(row: Sequence[Any]) -> TwinRecord:
+    return TwinRecord(
+        identity=row[0],
+        tags=row[1],
+        desired=row[2],
+        desired_version=row[3],
+        reported=row[4],
+        reported_version=row[5],
+        version=row[6],
+        updated_at=row[7],
+    )
+
+
+def _session_from_row(row: Sequence[Any]) -> SessionRecord:
+    """Rebuild a session.
+
+    Raises:
+        CorruptDatabaseError: the subscriptions are not a JSON array of [filter, QoS] pairs.
+    """
+    try:
+        subscriptions = _subscriptions_decoder.decode(row[1])
+    except msgspec.DecodeError as exc:
+        raise CorruptDatabaseError(f"session row cannot be decoded: {exc}") from exc
+    return SessionRecord(
+        client_id=row[0],
+        subscriptions=subscriptions,
+        desired_version_sent=row[2],
+        updated_at=row[3],
+    )
+
+
+def _cloud_message_from_row(row: Sequence[Any]) -> CloudMessage:
+    """Rebuild a queued cloud-to-device message.
+
+    Raises:
+        CorruptDatabaseError: the property bag cannot be decoded.
+    """
+    try:
+        properties = _properties_decoder.decode(row[5]) if row[5] is not None else ()
+    except msgspec.DecodeError as exc:
+        raise CorruptDatabaseError(f"cloud message {row[0]} cannot be decoded: {exc}") from exc
+    return CloudMessage(
+        seq=row[0],
+        identity=row[1],
+        input_name=row[2],
+        enqueued_at=row[3],
+        expires_at=row[4],
+        payload=row[6],
+        properties=properties,
+        delivery_count=row[7],
+    )
 
 
 def _token_from_row(row: Sequence[Any]) -> TokenRecord:
@@ -846,24 +1109,34 @@ class SQLiteStorage:
 
     # --- registry -------------------------------------------------------------------------
     async def insert_device(self, record: DeviceRecord) -> None:
-        """Insert a device.
+        """Insert a device, or a module (``d/m``) of an existing device ``d``.
+
+        A module's parent is checked in the insert's transaction, so a module can never
+        outlive a device deleted concurrently (it would keep credentials of a deleted device).
 
         Raises:
-            ConflictError: a device with this id exists.
+            ConflictError: an identity with this id exists.
+            NotFoundError: the record is a module whose device does not exist.
             StorageError: the write failed.
         """
         row = _device_row(record)
+        parent, slash, _ = record.device_id.partition("/")
 
         def run(conn: sqlite3.Connection) -> None:
+            if slash and (
+                conn.execute("SELECT 1 FROM devices WHERE device_id = ?", (parent,)).fetchone()
+                is None
+            ):
+                raise NotFoundError(f"device {parent!r} does not exist")
             try:
                 conn.execute(_INSERT_DEVICE, row)
             except sqlite3.IntegrityError:
-                raise ConflictError(f"device {record.device_id!r} already exists") from None
+                raise ConflictError(f"identity {record.device_id!r} already exists") from None
 
         await self._write(run)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
-        """The device, or ``None``.
+        """The device or module with this identity key, or ``None``.
 
         Raises:
             StorageError: the read failed.
@@ -876,7 +1149,7 @@ class SQLiteStorage:
         return await self._read(run)
 
     async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
-        """Devices ordered by id, starting after ``after``; at most ``limit`` (none if < 1).
+        """Devices (never modules) ordered by id, starting after ``after``; at most ``limit``.
 
         Raises:
             StorageError: the read failed.
@@ -886,8 +1159,27 @@ class SQLiteStorage:
 
         def run(conn: sqlite3.Connection) -> list[DeviceRecord]:
             rows = conn.execute(
-                _DEVICE_SELECT + " WHERE device_id > ? ORDER BY device_id LIMIT ?",
+                _DEVICE_SELECT + " WHERE device_id > ? AND instr(device_id, '/') = 0"
+                " ORDER BY device_id LIMIT ?",
                 (after, limit),
+            ).fetchall()
+            return [_device_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def list_modules(self, device_id: str) -> list[DeviceRecord]:
+        """The modules of device ``device_id`` (records ``d/m``), ordered by id.
+
+        Raises:
+            StorageError: the read failed.
+        """
+        if "/" in device_id:
+            return []  # a module has no modules
+
+        def run(conn: sqlite3.Connection) -> list[DeviceRecord]:
+            rows = conn.execute(
+                _DEVICE_SELECT + " WHERE device_id > ? AND device_id < ? ORDER BY device_id",
+                (device_id + "/", device_id + "0"),
             ).fetchall()
             return [_device_from_row(row) for row in rows]
 
@@ -922,15 +1214,268 @@ class SQLiteStorage:
         await self._write(run)
 
     async def delete_device(self, device_id: str) -> bool:
-        """Delete a device; ``False`` if it did not exist.
+        """Delete an identity and everything it owns, in one transaction.
+
+        A device ``d`` owns its modules ``d/*``; every deleted identity owns its twin, its
+        session and its queued cloud messages. Leftovers of an identity that is already gone
+        (a twin written concurrently with an earlier deletion) are removed as well.
+
+        Returns:
+            Whether the identity ``device_id`` itself existed.
+
+        Raises:
+            StorageError: the write failed.
+        """
+        params = _owned_range(device_id)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            existed = (
+                conn.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+                is not None
+            )
+            for sql in _DELETE_OWNED:
+                conn.execute(sql, params)
+            return existed
+
+        return await self._write(run)
+
+    # --- twins ----------------------------------------------------------------------------
+    async def get_twin(self, identity: str) -> TwinRecord | None:
+        """The twin of ``identity``, or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> TwinRecord | None:
+            row = conn.execute(_TWIN_SELECT + " WHERE identity = ?", (identity,)).fetchone()
+            return None if row is None else _twin_from_row(row)
+
+        return await self._read(run)
+
+    async def put_twin(self, record: TwinRecord, *, expected_version: int | None) -> None:
+        """Insert a twin (``expected_version=None``) or replace it if its version matches.
+
+        Raises:
+            ConflictError: inserting a twin that exists, or the stored version differs.
+            NotFoundError: replacing a twin that does not exist.
+            StorageError: the write failed.
+        """
+        row = _twin_row(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            if expected_version is None:
+                try:
+                    conn.execute(_INSERT_TWIN, row)
+                except sqlite3.IntegrityError:
+                    raise ConflictError(f"twin {record.identity!r} already exists") from None
+                return
+            cursor = conn.execute(_UPDATE_TWIN, (*row[1:], record.identity, expected_version))
+            if cursor.rowcount == 1:
+                return
+            found = conn.execute(
+                "SELECT version FROM twins WHERE identity = ?", (record.identity,)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"twin {record.identity!r} does not exist")
+            raise ConflictError(
+                f"twin {record.identity!r} is at version {found[0]}, not {expected_version}"
+            )
+
+        await self._write(run)
+
+    async def list_twins(self, *, after: str = "", limit: int = 100) -> list[TwinRecord]:
+        """Twins of devices and modules ordered by identity, after ``after``; at most ``limit``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[TwinRecord]:
+            rows = conn.execute(
+                _TWIN_SELECT + " WHERE identity > ? ORDER BY identity LIMIT ?", (after, limit)
+            ).fetchall()
+            return [_twin_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    # --- persistent sessions --------------------------------------------------------------
+    async def get_session(self, client_id: str) -> SessionRecord | None:
+        """The stored session of ``client_id``, or ``None``.
+
+        Raises:
+            CorruptDatabaseError: the stored subscriptions cannot be decoded.
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> SessionRecord | None:
+            row = conn.execute(_SESSION_SELECT + " WHERE client_id = ?", (client_id,)).fetchone()
+            return None if row is None else _session_from_row(row)
+
+        return await self._read(run)
+
+    async def put_session(self, record: SessionRecord) -> None:
+        """Insert or replace the session of ``record.client_id``; committed on return.
+
+        Raises:
+            StorageError: the write failed.
+        """
+        row = (
+            record.client_id,
+            _json_encoder.encode(record.subscriptions).decode(),
+            record.desired_version_sent,
+            record.updated_at,
+        )
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(_UPSERT_SESSION, row)
+
+        await self._write(run)
+
+    async def delete_session(self, client_id: str) -> bool:
+        """Forget a session; ``False`` if there was none.
 
         Raises:
             StorageError: the write failed.
         """
 
         def run(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))
+            cursor = conn.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))
             return cursor.rowcount == 1
+
+        return await self._write(run)
+
+    # --- cloud-to-device queue ------------------------------------------------------------
+    async def enqueue_cloud_message(self, message: CloudMessage, *, max_pending: int) -> int:
+        """Queue a message (its ``seq`` is ignored); the assigned ``seq``, committed on return.
+
+        The count and the insert share one writer transaction, so concurrent senders cannot
+        overfill a queue. Sequence numbers are never reused (``AUTOINCREMENT``).
+
+        Raises:
+            QueueFullError: ``message.identity`` already holds ``max_pending`` messages.
+            StorageError: the write failed.
+        """
+        row = (
+            message.identity,
+            message.input_name,
+            message.enqueued_at,
+            message.expires_at,
+            _properties_encoder.encode(message.properties) if message.properties else None,
+            message.payload,
+            message.delivery_count,
+        )
+
+        def run(conn: sqlite3.Connection) -> int:
+            pending: int = conn.execute(
+                "SELECT count(*) FROM cloud_messages WHERE identity = ?", (message.identity,)
+            ).fetchone()[0]
+            if pending >= max_pending:
+                raise QueueFullError(
+                    f"the cloud-to-device queue of {message.identity!r} holds {pending} "
+                    f"messages (maximum {max_pending})"
+                )
+            seq = conn.execute(_INSERT_CLOUD, row).lastrowid
+            if seq is None:  # pragma: no cover - an INSERT into a rowid table always sets it
+                raise StorageError("enqueue did not assign a sequence number")
+            return seq
+
+        return await self._write(run)
+
+    async def list_cloud_messages(self, identity: str, *, limit: int = 100) -> list[CloudMessage]:
+        """The queued messages of ``identity`` in ``seq`` order, expired ones included.
+
+        Raises:
+            CorruptDatabaseError: a stored property bag cannot be decoded.
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[CloudMessage]:
+            rows = conn.execute(
+                _CLOUD_SELECT + " WHERE identity = ? ORDER BY seq LIMIT ?", (identity, limit)
+            ).fetchall()
+            return [_cloud_message_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def mark_cloud_message_delivered(self, identity: str, seq: int) -> None:
+        """Increase the message's ``delivery_count`` by one; nothing if it is gone.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE cloud_messages SET delivery_count = delivery_count + 1"
+                " WHERE identity = ? AND seq = ?",
+                (identity, seq),
+            )
+
+        await self._write(run)
+
+    async def delete_cloud_message(self, identity: str, seq: int) -> CloudMessage | None:
+        """Remove one message of ``identity``; the removed message, or ``None`` if absent.
+
+        Raises:
+            CorruptDatabaseError: the stored property bag cannot be decoded.
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> CloudMessage | None:
+            row = conn.execute(
+                _CLOUD_SELECT + " WHERE identity = ? AND seq = ?", (identity, seq)
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM cloud_messages WHERE seq = ?", (seq,))
+            return _cloud_message_from_row(row)
+
+        return await self._write(run)
+
+    async def purge_cloud_messages(self, identity: str) -> list[CloudMessage]:
+        """Remove every queued message of ``identity``; the removed messages in ``seq`` order.
+
+        Raises:
+            CorruptDatabaseError: a stored property bag cannot be decoded.
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[CloudMessage]:
+            rows = conn.execute(
+                _CLOUD_SELECT + " WHERE identity = ? ORDER BY seq", (identity,)
+            ).fetchall()
+            conn.execute("DELETE FROM cloud_messages WHERE identity = ?", (identity,))
+            return [_cloud_message_from_row(row) for row in rows]
+
+        return await self._write(run)
+
+    async def take_expired_cloud_messages(
+        self, now: float, *, limit: int = 1000
+    ) -> list[CloudMessage]:
+        """Remove and return up to ``limit`` messages with ``expires_at <= now``.
+
+        "Oldest first" means the longest expired first: ordered by ``expires_at``, then by
+        ``seq`` (the order of the ``expires_at`` index).
+
+        Raises:
+            CorruptDatabaseError: a stored property bag cannot be decoded.
+            StorageError: the write failed.
+        """
+        if limit < 1:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[CloudMessage]:
+            rows = conn.execute(
+                _CLOUD_SELECT + " WHERE expires_at <= ? ORDER BY expires_at, seq LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            conn.executemany("DELETE FROM cloud_messages WHERE seq = ?", [(r[0],) for r in rows])
+            return [_cloud_message_from_row(row) for row in rows]
 
         return await self._write(run)
 

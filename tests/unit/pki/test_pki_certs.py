@@ -291,7 +291,20 @@ def test_identity_refuses_a_cn_beyond_the_rfc_bound(kit: CertKit) -> None:
 
 @pytest.mark.parametrize(
     "common_name",
-    ["*", "*.example.net", "dev*", "dev 1", "dev/mod", "dev#", "dev+", "d\u00e9v", "-dev", "$dev"],
+    [
+        "*",
+        "*.example.net",
+        "dev*",
+        "dev 1",
+        "dev/mod/x",
+        "dev/",
+        "/mod",
+        "dev#",
+        "dev+",
+        "d\u00e9v",
+        "-dev",
+        "$dev",
+    ],
 )
 def test_identity_refuses_invalid_cns(kit: CertKit, common_name: str) -> None:
     with pytest.raises(TrustError, match="not a valid device id"):
