@@ -318,7 +318,9 @@ class _TrustStore:
         pems = [ca.pem for ca in await self._services.registry.list_cas()]
         after = ""
         while True:
-            page = await self._services.registry.list_devices(after=after, limit=500)
+            page = await self._services.registry.list_devices(
+                after=after, limit=500, include_modules=True
+            )
             if not page:
                 break
             pems.extend(
@@ -327,16 +329,6 @@ class _TrustStore:
                 if device.auth_kind is AuthKind.X509_THUMBPRINT
                 for pem in device.certificates_pem
             )
-            for device in page:
-                # Module identities with thumbprint certificates (docs/adr/0009): one read
-                # per device; a storage method listing all identities would avoid it.
-                modules = await self._services.registry.list_modules(device.device_id)
-                pems.extend(
-                    pem
-                    for module in modules
-                    if module.auth_kind is AuthKind.X509_THUMBPRINT
-                    for pem in module.certificates_pem
-                )
             after = page[-1].device_id
         self._context = build_server_context(self._files, "\n".join(pems))
 

@@ -222,6 +222,10 @@ async def test_list_devices_excludes_modules(storage: Storage) -> None:
     assert [d.device_id for d in await storage.list_devices(after="a", limit=2)] == ["b", "c"]
     assert [d.device_id for d in await storage.list_devices(after="b", limit=1)] == ["c"]
     assert await storage.get_device("b/m1") == device("b/m1")  # modules are stored identities
+    everything = await storage.list_devices(include_modules=True)
+    assert [d.device_id for d in everything] == ["a", "a/m1", "b", "b/m1", "b/m2", "c"]
+    page = await storage.list_devices(after="a/m1", limit=2, include_modules=True)
+    assert [d.device_id for d in page] == ["b", "b/m1"]
 
 
 async def test_list_modules_in_id_order(storage: Storage) -> None:

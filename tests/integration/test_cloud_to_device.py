@@ -306,6 +306,11 @@ async def test_c2d_delivered_on_subscribe_and_completed_on_puback(kit: DeviceKit
         return not await c2d.list("c2d-dev")
 
     await eventually(empty)
+
+    async def fed_back() -> bool:
+        return bool(await kit.hub.services.storage.query_messages(stream=Stream.FEEDBACK))
+
+    await eventually(fed_back)
     feedback = await kit.hub.services.storage.query_messages(stream=Stream.FEEDBACK)
     assert [dict(f.properties)["status"] for f in feedback] == ["completed"]
     assert dict(feedback[0].properties)["seq"] == str(queued.seq)

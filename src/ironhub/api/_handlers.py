@@ -7,15 +7,22 @@ query parameters are known to be declared. They translate between the wire schem
 status codes in one place (:func:`ironhub.api._http.problem_for`).
 
 Every handler that changes state or discloses a key records an ``operator-action`` event on
-the security stream (:meth:`Context.audit`) and waits for its commit before answering.
+the security stream (:meth:`Context.audit`) and waits for its commit before answering. A direct
+method is recorded *before* it is invoked: its effect on the device cannot be taken back.
+
+Identities: device routes name a device ``d``; the routes under
+``/devices/{device_id}/modules/{module_id}`` name the module ``d/m``, which is the identity key
+of the registry, the twins, the methods and the cloud-to-device queues.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
@@ -24,33 +31,62 @@ from ironhub.api._routes import Access, Operation, QueryParam
 from ironhub.api._tail import TailResponse, message_view
 from ironhub.api.schemas import (
     MAX_DEVICE_ID_CHARS,
+    MAX_TWINS_PER_PAGE,
     AddCARequest,
     CAList,
     CAView,
+    CloudMessageList,
+    CloudMessageView,
     ConnectionList,
     ConnectionStringView,
     ConnectionView,
     CreatedDeviceView,
     CreateDeviceRequest,
+    CreatedModuleView,
+    CreateModuleRequest,
     DeviceList,
     DeviceView,
     HealthView,
+    InvokeMethodRequest,
     MessagePage,
+    MethodResultView,
+    ModuleList,
+    ModuleView,
+    PurgedView,
+    QueuedCloudMessageView,
     RotatedKeyView,
+    SendCloudMessageRequest,
+    TwinList,
+    TwinPatchRequest,
+    TwinQueryRequest,
+    TwinView,
 )
-from ironhub.errors import ValidationError
+from ironhub.codec.azure import split_identity, validate_method_name
+from ironhub.errors import StorageError, ValidationError
 from ironhub.storage.interfaces import AuthKind, DeviceState, Stream
 
 if TYPE_CHECKING:
     from ironhub.api._routes import Context
-    from ironhub.storage.interfaces import CARecord, DeviceRecord
+    from ironhub.hub.c2d import CloudToDevice
+    from ironhub.hub.methods import MethodService
+    from ironhub.hub.twins import TwinService
+    from ironhub.registry.twin import Twin
+    from ironhub.storage.interfaces import CARecord, CloudMessage, DeviceRecord
 
-__all__ = ["OPERATIONS", "connection_string", "device_view"]
+__all__ = ["OPERATIONS", "connection_string", "device_view", "module_view"]
+
+T = TypeVar("T")
 
 #: ``GET /messages`` answers at most this many messages per page.
 MAX_MESSAGES_PER_PAGE = 1000
 MAX_DEVICES_PER_PAGE = 1000
 _KEY_SLOTS = ("primary", "secondary")
+#: Free-form JSON members (twin patches, method payloads) nest at most this deep. The twin
+#: service applies Azure's tighter twin rule (10 levels); this bound protects the decoder and
+#: every later walk of the value from recursion, for payloads too.
+MAX_JSON_DEPTH = 32
+#: A strong entity tag of this API: the twin version in double quotes (RFC 9110 §8.8.3).
+_ETAG = re.compile(r'^"([0-9]{1,18})"$')
 #: A DNS name or IPv4 literal; nothing that could add a field to a connection string.
 _HOST_NAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -65,19 +101,23 @@ def connection_string(
     hostname: str,
     device_id: str,
     *,
+    module_id: str | None = None,
     key: str | None = None,
     gateway: str | None = None,
 ) -> str:
-    """An Azure-style device connection string (azure-iot-mqtt.md §2.4).
+    """An Azure-style device or module connection string (azure-iot-mqtt.md §2.4).
 
     With ``key`` it is a SAS connection string (``SharedAccessKey=``); without, the X.509 form
-    (``x509=true``). ``GatewayHostName`` makes the SDK dial that host instead of ``HostName``
-    while still signing for ``HostName``.
+    (``x509=true``). ``ModuleId`` follows ``DeviceId`` for a module identity, as the SDK's
+    ``IoTHubModuleClient.create_from_connection_string`` expects. ``GatewayHostName`` makes
+    the SDK dial that host instead of ``HostName`` while still signing for ``HostName``.
 
     Raises:
         ValidationError: ``gateway`` is not a host name or IPv4 address.
     """
     parts = [f"HostName={hostname}", f"DeviceId={device_id}"]
+    if module_id is not None:
+        parts.append(f"ModuleId={module_id}")
     parts.append(f"SharedAccessKey={key}" if key is not None else "x509=true")
     if gateway is not None:
         if not _HOST_NAME.match(gateway):
@@ -101,6 +141,29 @@ def device_view(record: DeviceRecord, connected: set[str] | None) -> DeviceView:
     """
     return DeviceView(
         device_id=record.device_id,
+        auth=record.auth_kind.value,
+        state=record.state.value,
+        version=record.version,
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        primary_thumbprint=record.primary_thumbprint,
+        secondary_thumbprint=record.secondary_thumbprint,
+        connected=None if connected is None else record.device_id in connected,
+    )
+
+
+def module_view(record: DeviceRecord, connected: set[str] | None) -> ModuleView:
+    """The operator's view of a module record (``record.device_id`` is ``device/module``).
+
+    Raises:
+        ValidationError: the record is not a module's (a bug in the registry).
+    """
+    device_id, module_id = split_identity(record.device_id)
+    if module_id is None:  # pragma: no cover - the registry answers module records here
+        raise ValidationError(f"{record.device_id!r} is not a module identity")
+    return ModuleView(
+        device_id=device_id,
+        module_id=module_id,
         auth=record.auth_kind.value,
         state=record.state.value,
         version=record.version,
@@ -165,6 +228,165 @@ def _slot(text: str | None, default: str = "primary") -> str:
     return slot
 
 
+def _identity(ctx: Context) -> str:
+    """The identity a route names: ``device``, or ``device/module`` under ``/modules/``.
+
+    Validated here, before anything is recorded or looked up, so that an audit record never
+    names an identity that cannot exist.
+
+    Raises:
+        ValidationError: the device or module id breaks the identity rule.
+    """
+    identity = ctx.path_param("device_id")
+    if "module_id" in ctx.request.path_params:
+        identity = f"{identity}/{ctx.path_param('module_id')}"
+    split_identity(identity)
+    return identity
+
+
+def _twins(ctx: Context) -> TwinService:
+    service = ctx.services.twins
+    if service is None:
+        raise StorageError("the twin service is not running")
+    return service
+
+
+def _methods(ctx: Context) -> MethodService:
+    service = ctx.services.methods
+    if service is None:
+        raise StorageError("the direct-method service is not running")
+    return service
+
+
+def _c2d(ctx: Context) -> CloudToDevice:
+    service = ctx.services.c2d
+    if service is None:
+        raise StorageError("the cloud-to-device service is not running")
+    return service
+
+
+def _too_deep(what: str) -> RequestError:
+    return RequestError(400, "too-deep", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels")
+
+
+async def _free_form_body(ctx: Context, kind: type[T]) -> T:
+    """:meth:`Context.body` for schemas with free-form JSON members.
+
+    Both JSON decoders refuse very deep nesting with ``RecursionError``; that is the caller's
+    fault (400), not ours.
+
+    Raises:
+        RequestError: as :meth:`Context.body`, and 400 ``too-deep``.
+    """
+    try:
+        return await ctx.body(kind)
+    except RecursionError:
+        raise _too_deep("the request body") from None
+
+
+def _check_depth(value: object, what: str) -> None:
+    """Refuse a decoded JSON value nested deeper than :data:`MAX_JSON_DEPTH` (iteratively).
+
+    Raises:
+        RequestError: 400 ``too-deep``.
+    """
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep(what)
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _if_match(ctx: Context, body_version: int | None) -> int | None:
+    """The twin version a change is conditional on: ``If-Match`` or the body's ``version``.
+
+    ``If-Match: *`` is no condition (every identity has a twin). Weak tags never match an
+    ``If-Match`` (RFC 9110 §13.1.1), so they, lists and anything else are refused.
+
+    Raises:
+        RequestError: 400 for a malformed or repeated header, or one the body contradicts.
+    """
+    headers = ctx.request.headers.getlist("if-match")
+    if len(headers) > 1:
+        raise RequestError(400, "invalid-if-match", "the If-Match header is repeated")
+    header_version: int | None = None
+    if headers and headers[0].strip() != "*":
+        match = _ETAG.match(headers[0].strip())
+        if match is None:
+            raise RequestError(
+                400, "invalid-if-match", 'If-Match must be * or a twin ETag ("<version>")'
+            )
+        header_version = int(match.group(1))
+    if header_version is None:
+        return body_version
+    if body_version is not None and body_version != header_version:
+        raise RequestError(
+            400, "invalid-if-match", "If-Match and the body's version name different versions"
+        )
+    return header_version
+
+
+def _twin_view(twin: Twin) -> TwinView:
+    """The twin document of the service, checked against the declared schema."""
+    return msgspec.convert(twin.operator_document(), TwinView)
+
+
+def _etag(twin: Twin) -> dict[str, str]:
+    return {"ETag": f'"{twin.version}"'}
+
+
+def _cloud_message_fields(message: CloudMessage) -> dict[str, Any]:
+    device_id, _, module_id = message.identity.partition("/")
+    properties = dict(message.properties)
+    return {
+        "seq": message.seq,
+        "device_id": device_id,
+        "module_id": module_id or None,
+        "input_name": message.input_name,
+        "message_id": properties.get("$.mid"),
+        "enqueued_at": message.enqueued_at,
+        "expires_at": message.expires_at,
+        "size": len(message.payload),
+        "properties": properties,
+        "delivery_count": message.delivery_count,
+    }
+
+
+def _queued_cloud_message_view(message: CloudMessage) -> QueuedCloudMessageView:
+    try:
+        text: str | None = message.payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return QueuedCloudMessageView(
+        **_cloud_message_fields(message),
+        payload_base64=base64.b64encode(message.payload).decode("ascii"),
+        payload_text=text,
+    )
+
+
+def _cloud_payload(body: SendCloudMessageRequest) -> bytes:
+    """The bytes of a message to send: ``body`` as UTF-8, or ``body_base64`` decoded.
+
+    Raises:
+        RequestError: 400 unless exactly one of them is given, or for bad base64.
+    """
+    if (body.body is None) == (body.body_base64 is None):
+        raise RequestError(400, "invalid-body", "give exactly one of body and body_base64")
+    if body.body is not None:
+        return body.body.encode("utf-8")
+    try:
+        return base64.b64decode(body.body_base64 or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(400, "invalid-body", "body_base64 is not valid base64") from None
+
+
 # --- public routes -----------------------------------------------------------------------------
 
 
@@ -215,8 +437,10 @@ async def list_devices(ctx: Context) -> Response:
     limit = _query_int(ctx, "limit", default=100, minimum=1, maximum=MAX_DEVICES_PER_PAGE)
     records = await ctx.services.registry.list_devices(after=after, limit=limit)
     connected = _connected_ids(ctx)
+    # Storage never lists modules here; the filter keeps it so should a backend slip. Paging
+    # follows the unfiltered page, so a filtered record cannot end the listing early.
     page = DeviceList(
-        devices=[device_view(r, connected) for r in records],
+        devices=[device_view(r, connected) for r in records if "/" not in r.device_id],
         next_after=records[-1].device_id if len(records) == limit else None,
     )
     return json_response(page)
@@ -266,27 +490,198 @@ async def rotate_key(ctx: Context) -> Response:
 
 
 async def device_connection_string(ctx: Context) -> Response:
-    """``GET /devices/{device_id}/connection-string``: discloses a key for SAS devices."""
+    """``GET /devices/{device_id}/connection-string``: discloses a key for SAS devices.
+
+    Also ``GET /devices/{device_id}/modules/{module_id}/connection-string`` for a module.
+    """
     registry = ctx.services.registry
-    device_id = ctx.path_param("device_id")
+    identity = _identity(ctx)
+    device_id, module_id = split_identity(identity)
     slot = _slot(_query(ctx, "key"))
     gateway = _query(ctx, "gateway")
-    record = await registry.get_device(device_id)
+    record = await registry.get_device(identity)
     hostname = ctx.services.config.hostname
     if record.auth_kind is not AuthKind.SAS:
-        cs = connection_string(hostname, device_id, gateway=gateway)
+        cs = connection_string(hostname, device_id, module_id=module_id, gateway=gateway)
         return json_response(ConnectionStringView(connection_string=cs))
     keys = registry.unseal_keys(record)
     if len(keys) < 2:  # pragma: no cover - SAS devices always have two keys
-        raise ValidationError(f"device {device_id!r} has no {slot} key")
+        raise ValidationError(f"identity {identity!r} has no {slot} key")
     raw = keys[0] if slot == "primary" else keys[1]
     # Validate everything before the disclosure is recorded, so a refused request leaves no
     # record of a disclosure that did not happen.
     cs = connection_string(
-        hostname, device_id, key=base64.b64encode(raw).decode("ascii"), gateway=gateway
+        hostname,
+        device_id,
+        module_id=module_id,
+        key=base64.b64encode(raw).decode("ascii"),
+        gateway=gateway,
     )
-    await ctx.audit("connection-string-disclose", f"{device_id}/{slot}")
+    await ctx.audit("connection-string-disclose", f"{identity}/{slot}")
     return json_response(ConnectionStringView(connection_string=cs))
+
+
+# --- modules -----------------------------------------------------------------------------------
+
+
+async def create_module(ctx: Context) -> Response:
+    """``POST /devices/{device_id}/modules``: SAS keys are in this answer only."""
+    device_id = _identity(ctx)
+    body = await ctx.body(CreateModuleRequest)
+    created = await ctx.services.registry.create_module(
+        device_id,
+        body.module_id,
+        auth_kind=AuthKind(body.auth),
+        certificates_pem=tuple(body.certificates_pem),
+    )
+    record = created.record
+    await ctx.audit("module-create", record.device_id)
+    cs = connection_string(
+        ctx.services.config.hostname,
+        device_id,
+        module_id=body.module_id,
+        key=created.primary_key,
+    )
+    view = CreatedModuleView(
+        module=module_view(record, _connected_ids(ctx)),
+        primary_key=created.primary_key,
+        secondary_key=created.secondary_key,
+        connection_string=cs,
+    )
+    return json_response(view, status=201)
+
+
+async def list_modules(ctx: Context) -> Response:
+    """``GET /devices/{device_id}/modules``: every module of a device, ordered by id."""
+    device_id = _identity(ctx)
+    registry = ctx.services.registry
+    records = await registry.list_modules(device_id)
+    connected = _connected_ids(ctx)
+    return json_response(ModuleList(modules=[module_view(r, connected) for r in records]))
+
+
+async def show_module(ctx: Context) -> Response:
+    """``GET /devices/{device_id}/modules/{module_id}``."""
+    record = await ctx.services.registry.get_device(_identity(ctx))
+    return json_response(module_view(record, _connected_ids(ctx)))
+
+
+async def delete_module(ctx: Context) -> Response:
+    """``DELETE /devices/{device_id}/modules/{module_id}``: its twin and queue go with it."""
+    identity = _identity(ctx)
+    await ctx.services.registry.delete_device(identity)
+    await ctx.audit("module-delete", identity)
+    return Response(status_code=204)
+
+
+# --- twins -------------------------------------------------------------------------------------
+
+
+async def show_twin(ctx: Context) -> Response:
+    """``GET /devices/{device_id}[/modules/{module_id}]/twin``, with its version as ETag."""
+    twin = await _twins(ctx).get(_identity(ctx))
+    return json_response(_twin_view(twin), headers=_etag(twin))
+
+
+async def patch_twin(ctx: Context) -> Response:
+    """``PATCH /devices/{device_id}[/modules/{module_id}]/twin``: desired properties and tags.
+
+    Conditional on ``If-Match: "<version>"`` or the body's ``version`` (412 when stale).
+    """
+    identity = _identity(ctx)
+    body = await _free_form_body(ctx, TwinPatchRequest)
+    if body.desired is None and body.tags is None:
+        raise RequestError(400, "invalid-body", "a twin patch needs desired, tags or both")
+    _check_depth(body.desired, "desired")
+    _check_depth(body.tags, "tags")
+    expected = _if_match(ctx, body.version)
+    twin = await _twins(ctx).update(
+        identity, desired=body.desired, tags=body.tags, if_version=expected
+    )
+    await ctx.audit("twin-update", identity)
+    return json_response(_twin_view(twin), headers=_etag(twin))
+
+
+async def query_twins(ctx: Context) -> Response:
+    """``POST /twins/query``: one page of twins matching a filter, ordered by identity."""
+    body = await ctx.body(TwinQueryRequest)
+    twins = await _twins(ctx).query(body.where, after=body.after, limit=body.limit)
+    page = TwinList(
+        twins=[_twin_view(t) for t in twins],
+        next_after=twins[-1].identity if len(twins) == body.limit else None,
+    )
+    return json_response(page)
+
+
+# --- direct methods ----------------------------------------------------------------------------
+
+
+async def invoke_method(ctx: Context) -> Response:
+    """``POST /devices/{device_id}[/modules/{module_id}]/methods/{method_name}``.
+
+    Waits for the device's answer: 404 ``device-unavailable`` when it is offline or does not
+    listen for methods, 504 ``device-timeout`` when it does not answer in time, 502
+    ``bad-device-response`` when its answer is not JSON or too large.
+    """
+    identity = _identity(ctx)
+    method_name = ctx.path_param("method_name")
+    validate_method_name(method_name)
+    body = await _free_form_body(ctx, InvokeMethodRequest)
+    _check_depth(body.payload, "payload")
+    methods = _methods(ctx)
+    # Recorded before the call: once the request reaches the device it cannot be taken back.
+    # The name and the timeout are checked first, so the record names a plausible request.
+    await ctx.audit("method-invoke", f"{identity}/methods/{method_name}")
+    result = await methods.invoke(
+        identity, method_name, body.payload, timeout_seconds=body.timeout_seconds
+    )
+    return json_response(MethodResultView(status=result.status, payload=result.payload))
+
+
+# --- cloud-to-device messages ------------------------------------------------------------------
+
+
+async def _send_cloud_message(ctx: Context, identity: str, input_name: str | None) -> Response:
+    body = await ctx.body(SendCloudMessageRequest)
+    payload = _cloud_payload(body)
+    message = await _c2d(ctx).send(
+        identity,
+        payload,
+        properties=tuple(body.properties.items()),
+        ttl_seconds=body.ttl_seconds,
+        input_name=input_name,
+        message_id=body.message_id,
+    )
+    target = identity if input_name is None else f"{identity}/inputs/{input_name}"
+    await ctx.audit("c2d-send", target)
+    return json_response(CloudMessageView(**_cloud_message_fields(message)), status=201)
+
+
+async def send_cloud_message(ctx: Context) -> Response:
+    """``POST /devices/{device_id}/messages/cloud``: queue a message for a device."""
+    return await _send_cloud_message(ctx, _identity(ctx), None)
+
+
+async def send_module_input(ctx: Context) -> Response:
+    """``POST /devices/{device_id}/modules/{module_id}/inputs/{input_name}/messages``."""
+    identity = _identity(ctx)
+    return await _send_cloud_message(ctx, identity, ctx.path_param("input_name"))
+
+
+async def list_cloud_messages(ctx: Context) -> Response:
+    """``GET /devices/{device_id}[/modules/{module_id}]/messages/cloud``: the queue."""
+    messages = await _c2d(ctx).list(_identity(ctx))
+    return json_response(
+        CloudMessageList(messages=[_queued_cloud_message_view(m) for m in messages])
+    )
+
+
+async def purge_cloud_messages(ctx: Context) -> Response:
+    """``DELETE /devices/{device_id}[/modules/{module_id}]/messages/cloud``: empty the queue."""
+    identity = _identity(ctx)
+    purged = await _c2d(ctx).purge(identity)
+    await ctx.audit("c2d-purge", identity)
+    return json_response(PurgedView(purged=purged))
 
 
 # --- certificate authorities -------------------------------------------------------------------
@@ -380,6 +775,12 @@ _INT = {"type": "integer", "minimum": 0}
 _DEVICE_FILTER = QueryParam("device", "only messages of this device", {"type": "string"})
 _STREAM_FILTER = QueryParam("stream", "only this stream", {"enum": list(_STREAMS)})
 _NOT_FOUND = (404,)
+_CONNECTION_STRING_QUERY = (
+    QueryParam("gateway", "add GatewayHostName=HOST", {"type": "string"}),
+    QueryParam("key", "which SAS key", {"enum": list(_KEY_SLOTS)}),
+)
+_BODY_ERRORS = (400, 404, 413, 415)
+_MODULE = "/devices/{device_id}/modules/{module_id}"
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -492,10 +893,200 @@ OPERATIONS: tuple[Operation, ...] = (
         access=Access.ADMIN,
         handler=device_connection_string,
         response=ConnectionStringView,
-        query=(
-            QueryParam("gateway", "add GatewayHostName=HOST", {"type": "string"}),
-            QueryParam("key", "which SAS key", {"enum": list(_KEY_SLOTS)}),
-        ),
+        query=_CONNECTION_STRING_QUERY,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="POST",
+        path="/devices/{device_id}/modules",
+        operation_id="createModule",
+        summary="Create a module identity of a device; SAS keys are shown in this answer only",
+        access=Access.ADMIN,
+        handler=create_module,
+        request=CreateModuleRequest,
+        response=CreatedModuleView,
+        status=201,
+        errors=(400, 404, 409, 413, 415),
+    ),
+    Operation(
+        method="GET",
+        path="/devices/{device_id}/modules",
+        operation_id="listModules",
+        summary="List the module identities of a device",
+        access=Access.READ,
+        handler=list_modules,
+        response=ModuleList,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="GET",
+        path=_MODULE,
+        operation_id="showModule",
+        summary="Show a module identity (never its keys)",
+        access=Access.READ,
+        handler=show_module,
+        response=ModuleView,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="DELETE",
+        path=_MODULE,
+        operation_id="deleteModule",
+        summary="Delete a module identity, its twin and its queue; drop its live connection",
+        access=Access.ADMIN,
+        handler=delete_module,
+        status=204,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="GET",
+        path=_MODULE + "/connection-string",
+        operation_id="moduleConnectionString",
+        summary="Disclose a module connection string (recorded as a security event)",
+        access=Access.ADMIN,
+        handler=device_connection_string,
+        response=ConnectionStringView,
+        query=_CONNECTION_STRING_QUERY,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="GET",
+        path="/devices/{device_id}/twin",
+        operation_id="showDeviceTwin",
+        summary="Show a device twin (tags, desired and reported properties); ETag = version",
+        access=Access.READ,
+        handler=show_twin,
+        response=TwinView,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="PATCH",
+        path="/devices/{device_id}/twin",
+        operation_id="patchDeviceTwin",
+        summary="Change desired properties and tags (If-Match or version: 412 when stale)",
+        access=Access.ADMIN,
+        handler=patch_twin,
+        request=TwinPatchRequest,
+        response=TwinView,
+        errors=(*_BODY_ERRORS, 412),
+    ),
+    Operation(
+        method="GET",
+        path=_MODULE + "/twin",
+        operation_id="showModuleTwin",
+        summary="Show a module twin; ETag = version",
+        access=Access.READ,
+        handler=show_twin,
+        response=TwinView,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="PATCH",
+        path=_MODULE + "/twin",
+        operation_id="patchModuleTwin",
+        summary="Change a module's desired properties and tags (412 when stale)",
+        access=Access.ADMIN,
+        handler=patch_twin,
+        request=TwinPatchRequest,
+        response=TwinView,
+        errors=(*_BODY_ERRORS, 412),
+    ),
+    Operation(
+        method="POST",
+        path="/twins/query",
+        operation_id="queryTwins",
+        summary=f"Twins matching a filter, ordered by identity (pages of up to "
+        f"{MAX_TWINS_PER_PAGE})",
+        access=Access.READ,
+        handler=query_twins,
+        request=TwinQueryRequest,
+        response=TwinList,
+        errors=(400, 413, 415),
+    ),
+    Operation(
+        method="POST",
+        path="/devices/{device_id}/methods/{method_name}",
+        operation_id="invokeDeviceMethod",
+        summary="Invoke a direct method and wait for the device's answer (recorded first)",
+        access=Access.ADMIN,
+        handler=invoke_method,
+        request=InvokeMethodRequest,
+        response=MethodResultView,
+        errors=(*_BODY_ERRORS, 502, 504),
+    ),
+    Operation(
+        method="POST",
+        path=_MODULE + "/methods/{method_name}",
+        operation_id="invokeModuleMethod",
+        summary="Invoke a direct method on a module and wait for its answer (recorded first)",
+        access=Access.ADMIN,
+        handler=invoke_method,
+        request=InvokeMethodRequest,
+        response=MethodResultView,
+        errors=(*_BODY_ERRORS, 502, 504),
+    ),
+    Operation(
+        method="POST",
+        path="/devices/{device_id}/messages/cloud",
+        operation_id="sendCloudMessage",
+        summary="Queue a cloud-to-device message for a device",
+        access=Access.ADMIN,
+        handler=send_cloud_message,
+        request=SendCloudMessageRequest,
+        response=CloudMessageView,
+        status=201,
+        errors=_BODY_ERRORS,
+    ),
+    Operation(
+        method="GET",
+        path="/devices/{device_id}/messages/cloud",
+        operation_id="listCloudMessages",
+        summary="The cloud-to-device messages queued for a device",
+        access=Access.READ,
+        handler=list_cloud_messages,
+        response=CloudMessageList,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="DELETE",
+        path="/devices/{device_id}/messages/cloud",
+        operation_id="purgeCloudMessages",
+        summary="Drop every cloud-to-device message queued for a device",
+        access=Access.ADMIN,
+        handler=purge_cloud_messages,
+        response=PurgedView,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="POST",
+        path=_MODULE + "/inputs/{input_name}/messages",
+        operation_id="sendModuleInput",
+        summary="Queue a message for one input of a module",
+        access=Access.ADMIN,
+        handler=send_module_input,
+        request=SendCloudMessageRequest,
+        response=CloudMessageView,
+        status=201,
+        errors=_BODY_ERRORS,
+    ),
+    Operation(
+        method="GET",
+        path=_MODULE + "/messages/cloud",
+        operation_id="listModuleMessages",
+        summary="The input messages queued for a module",
+        access=Access.READ,
+        handler=list_cloud_messages,
+        response=CloudMessageList,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="DELETE",
+        path=_MODULE + "/messages/cloud",
+        operation_id="purgeModuleMessages",
+        summary="Drop every input message queued for a module",
+        access=Access.ADMIN,
+        handler=purge_cloud_messages,
+        response=PurgedView,
         errors=(400, 404),
     ),
     Operation(

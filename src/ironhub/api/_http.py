@@ -252,13 +252,21 @@ def decode_json(body: bytes, kind: type[T]) -> T:
         raise RequestError(400, "invalid-body", _QUOTED.sub("'…'", str(exc))) from None
     except msgspec.DecodeError as exc:
         raise RequestError(400, "malformed-json", f"the request body is not JSON: {exc}") from None
-    # The body matched a schema whose nesting is shallow and fixed, so this second parse is
-    # bounded in depth as well as in size.
+    except RecursionError:
+        # Free-form members (twin patches, method payloads) can nest; a nesting bomb must
+        # be a 400, not a 500.
+        raise _too_deep() from None
     try:
         json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    except RecursionError:  # pragma: no cover - msgspec's limit is the lower one
+        raise _too_deep() from None
     except ValueError:  # pragma: no cover - msgspec accepted it; the two parsers disagree
         raise RequestError(400, "malformed-json", "the request body is not JSON") from None
     return value
+
+
+def _too_deep() -> RequestError:
+    return RequestError(400, "too-deep", "the request body nests too deeply")
 
 
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

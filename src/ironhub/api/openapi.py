@@ -37,10 +37,16 @@ _STATUS_TEXT = {
     404: "No such object",
     408: "The request body did not arrive in time",
     409: "The object exists already, or changed meanwhile",
+    412: "The twin's version is not the one given by If-Match or the body's version",
     413: "The request body is larger than api.max_body_bytes",
     415: "The request body is not application/json",
-    429: "Too many failed authentications from this address, or too many live tails",
+    429: (
+        "Too many failed authentications from this address, too many live tails, a full "
+        "cloud-to-device queue or another rate limit (see Retry-After)"
+    ),
+    502: "The device answered the direct method with malformed JSON or too much of it",
     503: "The storage backend is unavailable; nothing was changed",
+    504: "The device did not answer the direct method within its timeout",
 }
 
 

@@ -17,40 +17,69 @@ them, so every name used in an annotation here is imported at runtime, never und
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from ironhub.hub.methods import (
+    DEFAULT_METHOD_TIMEOUT_SECONDS,
+    MAX_METHOD_TIMEOUT_SECONDS,
+    MIN_METHOD_TIMEOUT_SECONDS,
+)
+from ironhub.registry.query import MAX_QUERY_CHARS
 
 __all__ = [
     "MAX_CERTIFICATE_PEM_CHARS",
     "MAX_DEVICE_ID_CHARS",
+    "MAX_TWINS_PER_PAGE",
+    "MAX_TWIN_QUERY_CHARS",
     "AddCARequest",
     "CAList",
     "CAView",
+    "CloudMessageList",
+    "CloudMessageView",
     "ConnectionList",
     "ConnectionStringView",
     "ConnectionView",
     "CreateDeviceRequest",
+    "CreateModuleRequest",
     "CreatedDeviceView",
+    "CreatedModuleView",
     "DeviceList",
     "DeviceView",
     "ErrorBody",
     "ErrorDetail",
     "HealthView",
+    "InvokeMethodRequest",
     "MessagePage",
     "MessageView",
+    "MethodResultView",
+    "ModuleList",
+    "ModuleView",
+    "PurgedView",
+    "QueuedCloudMessageView",
     "RotatedKeyView",
+    "SendCloudMessageRequest",
     "TailLagged",
+    "TwinList",
+    "TwinPatchRequest",
+    "TwinProperties",
+    "TwinQueryRequest",
+    "TwinView",
 ]
 
 #: Azure allows device ids of up to 128 characters; longer ids are refused before any lookup.
 MAX_DEVICE_ID_CHARS = 128
 #: A PEM certificate is a few kilobytes; 16 KiB leaves room for long chains of extensions.
 MAX_CERTIFICATE_PEM_CHARS = 16 * 1024
+#: ``POST /twins/query`` answers at most this many twins per page (as ``GET /devices``).
+MAX_TWINS_PER_PAGE = 1000
+#: A twin filter is refused early when longer than the query language accepts.
+MAX_TWIN_QUERY_CHARS = MAX_QUERY_CHARS
 
 AuthName = Literal["sas", "x509-ca", "x509-thumbprint"]
 StateName = Literal["enabled", "disabled"]
-StreamName = Literal["telemetry", "security", "lifecycle"]
+StreamName = Literal["telemetry", "security", "lifecycle", "feedback"]
 DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_ID_CHARS)]
 CertificatePEM = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CERTIFICATE_PEM_CHARS)]
 
@@ -221,3 +250,178 @@ class ConnectionList(_Response):
     """The live connections of this hub process (empty when it runs no device endpoint)."""
 
     connections: list[ConnectionView]
+
+
+# --- modules -----------------------------------------------------------------------------------
+
+
+class CreateModuleRequest(_Request):
+    """Create a module identity of an existing device (same rules as a device identity)."""
+
+    module_id: DeviceId
+    auth: AuthName = "sas"
+    certificates_pem: Annotated[list[CertificatePEM], msgspec.Meta(max_length=2)] = []
+
+
+class ModuleView(_Response):
+    """A module identity as the operator sees it: never a key, sealed or not."""
+
+    device_id: str
+    module_id: str
+    auth: AuthName
+    state: StateName
+    version: int
+    created_at: float
+    updated_at: float
+    primary_thumbprint: str | None = None
+    secondary_thumbprint: str | None = None
+    connected: bool | None = None
+
+
+class ModuleList(_Response):
+    """Every module identity of one device, ordered by module id."""
+
+    modules: list[ModuleView]
+
+
+class CreatedModuleView(_Response, omit_defaults=True):
+    """A new module; the keys and the connection string are shown this once only."""
+
+    module: ModuleView
+    primary_key: str | None = None
+    secondary_key: str | None = None
+    connection_string: str | None = None
+
+
+# --- twins -------------------------------------------------------------------------------------
+
+
+class TwinPatchRequest(_Request):
+    """Change a twin's desired properties and/or tags (JSON merge: ``null`` deletes a member).
+
+    The members are free-form JSON objects; the twin rules (key characters, depth, sizes) are
+    checked by the twin service. ``version`` makes the change conditional, like an ``If-Match``
+    header: it applies only if the twin's current ``version`` is this one (else 412).
+    """
+
+    desired: dict[str, Any] | None = None
+    tags: dict[str, Any] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class TwinProperties(_Response):
+    """The desired and reported sections, each with its ``$version`` member."""
+
+    desired: dict[str, Any]
+    reported: dict[str, Any]
+
+
+class TwinView(_Response, rename="camel", omit_defaults=True):
+    """A device or module twin, in the Azure service's document shape.
+
+    ``moduleId`` is present for module twins only. ``version`` changes with every change of
+    any section and is the answer's ``ETag``.
+    """
+
+    device_id: str
+    version: int
+    tags: dict[str, Any]
+    properties: TwinProperties
+    module_id: str | None = None
+
+
+class TwinQueryRequest(_Request):
+    """Twins matching a filter, ordered by identity (``device`` or ``device/module``).
+
+    ``after`` continues a previous page (pass its ``next_after``).
+    """
+
+    where: Annotated[str, msgspec.Meta(max_length=MAX_TWIN_QUERY_CHARS)]
+    after: Annotated[str, msgspec.Meta(max_length=2 * MAX_DEVICE_ID_CHARS + 1)] = ""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_TWINS_PER_PAGE)] = 100
+
+
+class TwinList(_Response):
+    """One page of twins; ``next_after`` is ``null`` on the last page."""
+
+    twins: list[TwinView]
+    next_after: str | None
+
+
+# --- direct methods ----------------------------------------------------------------------------
+
+
+class InvokeMethodRequest(_Request):
+    """Call a direct method on a connected device or module and wait for its answer.
+
+    ``payload`` is any JSON value, at most 128 KiB once encoded (checked by the method
+    service); ``timeout_seconds`` is how long the hub waits for the answer.
+    """
+
+    payload: Any = None
+    timeout_seconds: Annotated[
+        float, msgspec.Meta(ge=MIN_METHOD_TIMEOUT_SECONDS, le=MAX_METHOD_TIMEOUT_SECONDS)
+    ] = DEFAULT_METHOD_TIMEOUT_SECONDS
+
+
+class MethodResultView(_Response):
+    """The device's answer: the status it chose and its JSON payload."""
+
+    status: int
+    payload: Any
+
+
+# --- cloud-to-device messages ------------------------------------------------------------------
+
+
+class SendCloudMessageRequest(_Request):
+    """Queue a cloud-to-device (or module input) message.
+
+    Exactly one of ``body`` (text, sent as UTF-8) and ``body_base64`` (any bytes) is required.
+    ``properties`` are application properties; ``ttl_seconds`` defaults to the hub's; sizes,
+    property names and the TTL range are checked by the cloud-to-device service.
+    """
+
+    body: str | None = None
+    body_base64: str | None = None
+    properties: dict[str, str] = {}
+    ttl_seconds: float | None = None
+    message_id: str | None = None
+
+
+class CloudMessageView(_Response):
+    """A queued cloud-to-device message, without its payload.
+
+    ``properties`` are those that go on the wire: system (``$.mid``, ``$.exp``, ...) and
+    application properties; when a name occurs twice the last value is shown.
+    """
+
+    seq: int
+    device_id: str
+    module_id: str | None
+    input_name: str | None
+    message_id: str | None
+    enqueued_at: float
+    expires_at: float
+    size: int
+    properties: dict[str, str]
+    delivery_count: int
+
+
+class QueuedCloudMessageView(CloudMessageView):
+    """A queued message with its payload: base64 always, and as text when it is UTF-8."""
+
+    payload_base64: str
+    payload_text: str | None
+
+
+class CloudMessageList(_Response):
+    """The messages queued for one device or module, oldest first (expired ones included)."""
+
+    messages: list[QueuedCloudMessageView]
+
+
+class PurgedView(_Response):
+    """How many queued messages a purge removed."""
+
+    purged: int

@@ -8,10 +8,15 @@ uses and whose message is one line meant for a human; the token never appears in
 Exception tree::
 
     ClientError                 exit 1 unless stated otherwise
-    ├── ClientUsageError        exit 2: a local file or setting is wrong (CA file, URL)
+    ├── ClientUsageError        exit 2: a local file or setting is wrong (CA file, URL, id)
     ├── ClientAuthError         exit 3: no usable token, or the API answered 401 / 403
     ├── HubUnreachableError     the API cannot be reached (refused, DNS, timeout, TLS)
     └── APIError                the API answered with an error body (status, code)
+        ├── DeviceOfflineError  exit 4: the device is not connected or not listening (404)
+        └── DeviceTimeoutError  exit 5: the device did not answer a direct method in time (504)
+
+Identities: ``device`` or ``device/module``; :func:`identity_path` maps them to the API's
+``/devices/{d}`` and ``/devices/{d}/modules/{m}`` routes.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ironhub.errors import IronhubError
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator, Mapping
+    from collections.abc import Generator, Iterator, Mapping, Sequence
     from pathlib import Path
 
 __all__ = [
@@ -40,9 +45,12 @@ __all__ = [
     "ClientAuthError",
     "ClientError",
     "ClientUsageError",
+    "DeviceOfflineError",
+    "DeviceTimeoutError",
     "HubClient",
     "HubUnreachableError",
     "SSEEvent",
+    "identity_path",
     "read_token_file",
 ]
 
@@ -51,6 +59,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_API_URL = "https://127.0.0.1:8443"
 #: An SSE line longer than this is not from our hub (one message is at most ~350 KiB as JSON).
 _MAX_SSE_LINE_BYTES = 4 * 1024 * 1024
+#: A direct method holds the request open for its own timeout; the HTTP read waits this much
+#: longer, so the hub's 504 arrives before the client gives up.
+_METHOD_TIMEOUT_MARGIN_SECONDS = 15.0
 
 
 class ClientError(IronhubError):
@@ -89,6 +100,18 @@ class APIError(ClientError):
         self.code = code
 
 
+class DeviceOfflineError(APIError):
+    """The device is not connected, or does not listen for direct methods (404)."""
+
+    exit_code = 4
+
+
+class DeviceTimeoutError(APIError):
+    """The device did not answer a direct method within its timeout (504)."""
+
+    exit_code = 5
+
+
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
     """One Server-Sent Event."""
@@ -125,6 +148,35 @@ def read_token_file(path: Path) -> str:
     if not token:
         raise ClientAuthError(f"token file {path} is empty")
     return token
+
+
+def _segment(text: str, what: str) -> str:
+    if not text:
+        raise ClientUsageError(f"the {what} id is empty")
+    # Ids may contain characters that are special in URLs (``%``, ``?``, ``#``).
+    return urllib.parse.quote(text, safe="")
+
+
+def identity_path(identity: str, *rest: str) -> str:
+    """The API path of a device (``d``) or module (``d/m``) identity, plus ``rest``.
+
+    ``rest`` segments are percent-encoded as well.
+
+    Raises:
+        ClientUsageError: an empty id, or more than one ``/``.
+    """
+    device_id, slash, module_id = identity.partition("/")
+    parts = ["/devices", _segment(device_id, "device")]
+    if slash:
+        if "/" in module_id:
+            raise ClientUsageError("an identity is DEVICE or DEVICE/MODULE (one '/' at most)")
+        parts += ["modules", _segment(module_id, "module")]
+    parts += [urllib.parse.quote(part, safe="") for part in rest]
+    return "/".join(parts)
+
+
+def _is_module(identity: str) -> bool:
+    return "/" in identity
 
 
 def _is_loopback(host: str) -> bool:
@@ -287,6 +339,10 @@ class HubClient:
             )
         if status == 403:
             return ClientAuthError(f"the token may not do this: {message}")
+        if status == 404 and code == "device-unavailable":
+            return DeviceOfflineError(status, code, message)
+        if status == 504 and code == "device-timeout":
+            return DeviceTimeoutError(status, code, message)
         return APIError(status, code, message)
 
     def request(
@@ -296,8 +352,11 @@ class HubClient:
         *,
         query: Mapping[str, str | int | None] | None = None,
         json_body: Any = None,  # noqa: ANN401 - any JSON value
+        timeout_seconds: float | None = None,
     ) -> Any:  # noqa: ANN401 - the decoded JSON answer
         """Send one request and return its decoded JSON answer (``None`` for 204).
+
+        ``timeout_seconds`` replaces the client's read timeout for this request.
 
         Raises:
             HubUnreachableError: the API could not be reached or did not speak HTTP.
@@ -311,7 +370,7 @@ class HubClient:
             query=query,
             body=body,
             accept="application/json",
-            timeout=self.timeout_seconds,
+            timeout=self.timeout_seconds if timeout_seconds is None else timeout_seconds,
         )
         try:
             raw = response.read()
@@ -327,6 +386,179 @@ class HubClient:
             return json.loads(raw)
         except ValueError:
             raise APIError(response.status, "bad-answer", "the API answered non-JSON") from None
+
+    # --- twins ----------------------------------------------------------------------------
+
+    def get_twin(self, identity: str) -> Any:  # noqa: ANN401 - the twin document
+        """The twin of a device or module.
+
+        Raises:
+            ClientError: see :meth:`request`; ``ClientUsageError`` for a malformed identity.
+        """
+        return self.request("GET", identity_path(identity, "twin"))
+
+    def patch_twin(
+        self,
+        identity: str,
+        *,
+        desired: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        if_version: int | None = None,
+    ) -> Any:  # noqa: ANN401 - the twin document
+        """Change desired properties and/or tags; only at ``if_version`` when given (else 412).
+
+        Raises:
+            ClientError: see :meth:`request`; ``ClientUsageError`` for a malformed identity.
+        """
+        body: dict[str, Any] = {}
+        if desired is not None:
+            body["desired"] = dict(desired)
+        if tags is not None:
+            body["tags"] = dict(tags)
+        if if_version is not None:
+            body["version"] = if_version
+        return self.request("PATCH", identity_path(identity, "twin"), json_body=body)
+
+    def query_twins(self, where: str, *, after: str = "", limit: int = 100) -> Any:  # noqa: ANN401
+        """One page of twins matching ``where`` (``{"twins": [...], "next_after": ...}``).
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        body = {"where": where, "after": after, "limit": limit}
+        return self.request("POST", "/twins/query", json_body=body)
+
+    # --- direct methods -------------------------------------------------------------------
+
+    def invoke_method(
+        self,
+        identity: str,
+        method_name: str,
+        payload: Any = None,  # noqa: ANN401 - any JSON value
+        *,
+        timeout_seconds: float = 30.0,
+    ) -> Any:  # noqa: ANN401 - {"status": int, "payload": ...}
+        """Invoke a direct method and wait for the device's answer.
+
+        Raises:
+            DeviceOfflineError: the device is not connected or does not listen for methods.
+            DeviceTimeoutError: the device did not answer within ``timeout_seconds``.
+            ClientError: see :meth:`request`.
+        """
+        return self.request(
+            "POST",
+            identity_path(identity, "methods", method_name),
+            json_body={"payload": payload, "timeout_seconds": timeout_seconds},
+            timeout_seconds=timeout_seconds + _METHOD_TIMEOUT_MARGIN_SECONDS,
+        )
+
+    # --- cloud-to-device messages ---------------------------------------------------------
+
+    def send_cloud_message(
+        self,
+        identity: str,
+        body: str,
+        *,
+        properties: Mapping[str, str] | None = None,
+        ttl_seconds: float | None = None,
+        message_id: str | None = None,
+        input_name: str | None = None,
+    ) -> Any:  # noqa: ANN401 - the queued message (without payload)
+        """Queue a message: a device's cloud-to-device message, or a module input message.
+
+        Raises:
+            ClientUsageError: a module without ``input_name``, or a device with one.
+            ClientError: see :meth:`request`.
+        """
+        if _is_module(identity) != (input_name is not None):
+            raise ClientUsageError(
+                "modules receive messages on a named input (ironhub module send-input); "
+                "devices receive cloud-to-device messages (ironhub c2d send)"
+            )
+        json_body: dict[str, Any] = {"body": body, "properties": dict(properties or {})}
+        if ttl_seconds is not None:
+            json_body["ttl_seconds"] = ttl_seconds
+        if message_id is not None:
+            json_body["message_id"] = message_id
+        if input_name is None:
+            path = identity_path(identity, "messages", "cloud")
+        else:
+            path = identity_path(identity, "inputs", input_name, "messages")
+        return self.request("POST", path, json_body=json_body)
+
+    def list_cloud_messages(self, identity: str) -> Any:  # noqa: ANN401
+        """The messages queued for a device or module (``{"messages": [...]}``).
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        return self.request("GET", identity_path(identity, "messages", "cloud"))
+
+    def purge_cloud_messages(self, identity: str) -> Any:  # noqa: ANN401
+        """Drop every message queued for a device or module (``{"purged": n}``).
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        return self.request("DELETE", identity_path(identity, "messages", "cloud"))
+
+    # --- modules --------------------------------------------------------------------------
+
+    def create_module(
+        self,
+        device_id: str,
+        module_id: str,
+        *,
+        auth: str = "sas",
+        certificates_pem: Sequence[str] = (),
+    ) -> Any:  # noqa: ANN401 - the module, and its keys shown once
+        """Create a module identity of a device.
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        body = {"module_id": module_id, "auth": auth, "certificates_pem": list(certificates_pem)}
+        return self.request("POST", identity_path(device_id, "modules"), json_body=body)
+
+    def list_modules(self, device_id: str) -> Any:  # noqa: ANN401
+        """The module identities of a device (``{"modules": [...]}``).
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        return self.request("GET", identity_path(device_id, "modules"))
+
+    def get_module(self, device_id: str, module_id: str) -> Any:  # noqa: ANN401
+        """One module identity (never its keys).
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        return self.request("GET", identity_path(f"{device_id}/{module_id}"))
+
+    def delete_module(self, device_id: str, module_id: str) -> None:
+        """Delete a module identity.
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        self.request("DELETE", identity_path(f"{device_id}/{module_id}"))
+
+    def module_connection_string(
+        self, device_id: str, module_id: str, *, gateway: str | None = None, key: str = "primary"
+    ) -> Any:  # noqa: ANN401 - {"connection_string": ...}
+        """A module's connection string (the hub records the disclosure of its key).
+
+        Raises:
+            ClientError: see :meth:`request`.
+        """
+        return self.request(
+            "GET",
+            identity_path(f"{device_id}/{module_id}", "connection-string"),
+            query={"gateway": gateway, "key": key},
+        )
+
+    # --- server-sent events ---------------------------------------------------------------
 
     def events(
         self,

@@ -6,8 +6,13 @@ No logic lives here beyond input and output (ARCHITECTURE.md): ``init`` and ``se
 JSON with ``--json`` (``messages tail --json`` writes one JSON object per line).
 
 Exit codes: 0 success, 1 API or network error, 2 usage error (including local files that are
-missing or unusable), 3 authentication error (no token, token refused, role insufficient).
-Errors are one line on stderr, ``error: ...``, never a traceback.
+missing or unusable, and malformed JSON arguments), 3 authentication error (no token, token
+refused, role insufficient), 4 the device is offline or does not listen for direct methods,
+5 the device did not answer a direct method in time. Errors are one line on stderr,
+``error: ...``, never a traceback.
+
+Identities: ``twin``, ``device invoke`` and ``c2d list``/``purge`` take ``DEVICE`` or
+``DEVICE/MODULE``.
 
 Where the client commands get their settings, first match wins:
 
@@ -43,6 +48,8 @@ from ironhub.cli.client import (
     ClientAuthError,
     ClientError,
     ClientUsageError,
+    DeviceOfflineError,
+    DeviceTimeoutError,
     HubClient,
     read_token_file,
 )
@@ -60,7 +67,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = "ironhub-data"
 _AUTH_KINDS = ("sas", "x509-ca", "x509-thumbprint")
 _KEY_SLOTS = ("primary", "secondary")
-_STREAMS = ("telemetry", "security", "lifecycle")
+_STREAMS = ("telemetry", "security", "lifecycle", "feedback")
 _PAYLOAD_PREVIEW_CHARS = 60
 _PIPE_WIDTH = 1000
 
@@ -157,6 +164,112 @@ def _errors() -> Iterator[None]:
 
 
 # --- shared options ----------------------------------------------------------------------------
+
+
+def _refuse_constant(name: str) -> object:
+    msg = f"{name} is not JSON"
+    raise ValueError(msg)
+
+
+class JSONArgument(click.ParamType[Any]):
+    """A JSON text given on the command line, decoded; malformed JSON is a usage error (2).
+
+    The error never repeats the text (it may hold a secret) nor a traceback.
+    """
+
+    name = "JSON"
+
+    def __init__(self, *, object_only: bool) -> None:
+        self.object_only = object_only
+
+    def convert(
+        self,
+        value: Any,  # noqa: ANN401 - click passes the raw text (or a default)
+        param: click.Parameter | None,
+        ctx: click.Context | None,
+    ) -> Any:  # noqa: ANN401 - any JSON value
+        """Decode ``value``.
+
+        Raises:
+            click.BadParameter: not JSON, or not an object when one is required.
+        """
+        if not isinstance(value, str):
+            return value
+        try:
+            decoded = json.loads(value, parse_constant=_refuse_constant)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON ({exc.msg} at character {exc.pos})", param, ctx)
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            self.fail(f"not valid JSON ({reason})", param, ctx)
+        if self.object_only and not isinstance(decoded, dict):
+            self.fail('must be a JSON object, like \'{"name": "value"}\'', param, ctx)
+        return decoded
+
+
+_JSON_OBJECT = JSONArgument(object_only=True)
+_JSON_VALUE = JSONArgument(object_only=False)
+
+
+def _properties(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    """``--property K=V`` options as a dict.
+
+    Raises:
+        click.BadParameter: an item without ``=`` or with an empty key, or a repeated key.
+    """
+    properties: dict[str, str] = {}
+    for item in values:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise click.BadParameter("expected K=V")
+        if key in properties:
+            raise click.BadParameter(f"property {safe(key)!r} is given twice")
+        properties[key] = value
+    return properties
+
+
+def _message_options(func: Callable[..., None]) -> Callable[..., None]:
+    """``--body``, ``--property``, ``--ttl`` and ``--message-id`` of a message to send."""
+    options = (
+        click.option("--body", required=True, help="Message body (sent as UTF-8 text)."),
+        click.option(
+            "--property",
+            "properties",
+            multiple=True,
+            metavar="K=V",
+            callback=_properties,
+            help="Application property (repeatable).",
+        ),
+        click.option(
+            "--ttl",
+            "ttl_seconds",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Time to live in seconds (default: the hub's, 3600).",
+        ),
+        click.option("--message-id", default=None, help="Message id (default: a random one)."),
+    )
+    command = func
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _confirm(yes: bool, question: str, action: str) -> None:
+    """Ask ``question`` unless ``--yes``; refuse without a terminal to ask on.
+
+    Raises:
+        ClientUsageError: no ``--yes`` and stdin is not a terminal.
+        click.Abort: the operator said no.
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ClientUsageError(f"refusing to {action} without --yes (no terminal to ask)")
+    click.confirm(question, abort=True)
+
 
 _json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables."
@@ -443,8 +556,10 @@ _DEVICE_COLUMNS = ("DEVICE", "AUTH", "STATE", "CONNECTED", "VERSION", "UPDATED (
 
 
 def _show_device(out: Output, d: dict[str, Any]) -> None:
-    pairs: list[tuple[str, object]] = [
-        ("Device", d["device_id"]),
+    pairs: list[tuple[str, object]] = [("Device", d["device_id"])]
+    if d.get("module_id"):
+        pairs.append(("Module", d["module_id"]))
+    pairs += [
         ("Auth", d["auth"]),
         ("State", d["state"]),
         ("Connected", {None: "unknown", True: "yes", False: "no"}[d.get("connected")]),
@@ -628,6 +743,413 @@ def device_connection_string(
         out.json(answer)
     else:
         click.echo(safe(answer["connection_string"]))
+
+
+_INVOKE_EPILOG = (
+    "Exit status: 0 when the device answered (whatever status it chose; see the output), "
+    "4 when the device is offline or does not listen for direct methods, "
+    "5 when it did not answer within --timeout, "
+    "1 for other API or network errors, 2 for usage errors (including malformed --payload), "
+    "3 for authentication errors."
+)
+
+
+@device.command("invoke", epilog=_INVOKE_EPILOG)
+@click.argument("identity", metavar="ID")
+@click.argument("method_name", metavar="METHOD")
+@click.option(
+    "--payload",
+    type=_JSON_VALUE,
+    default=None,
+    help="The method's payload, any JSON value (default: null).",
+)
+@click.option(
+    "--timeout",
+    "timeout_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the answer (the hub allows 1 to 300).",
+)
+@_client_options
+def device_invoke(
+    *,
+    client: HubClient,
+    out: Output,
+    identity: str,
+    method_name: str,
+    payload: Any,  # noqa: ANN401 - any JSON value
+    timeout_seconds: float,
+) -> None:
+    """Invoke direct method METHOD on device ID (or module DEVICE/MODULE) and print its answer.
+
+    Exit status 4: the device is offline or not listening; 5: it did not answer in time.
+    """
+    try:
+        answer = client.invoke_method(
+            identity, method_name, payload, timeout_seconds=timeout_seconds
+        )
+    except DeviceOfflineError as exc:
+        raise _fail(f"{exc} (device {identity})", exc.exit_code) from None
+    except DeviceTimeoutError as exc:
+        raise _fail(f"{exc} (device {identity}, method {method_name})", exc.exit_code) from None
+    if out.as_json:
+        out.json(answer)
+        return
+    out.fields([("Status", answer["status"])])
+    out.text("Payload:")
+    out.text(_pretty(answer["payload"]))
+
+
+# --- twins -------------------------------------------------------------------------------------
+
+
+def _pretty(value: object) -> str:
+    """Indented JSON for humans; ``ensure_ascii`` escapes every control and bidi character."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=True)
+
+
+def _twin_identity(document: dict[str, Any]) -> str:
+    module = document.get("moduleId")
+    return f"{document['deviceId']}/{module}" if module else str(document["deviceId"])
+
+
+def _show_twin(out: Output, document: dict[str, Any]) -> None:
+    properties = document["properties"]
+    out.fields([("Twin", _twin_identity(document)), ("Version", document["version"])])
+    out.text(Text("Tags:", style="bold"))
+    out.text(_pretty(document["tags"]))
+    for name in ("desired", "reported"):
+        section = dict(properties[name])
+        version = section.pop("$version", None)
+        out.text(Text(f"{name.capitalize()} ($version {version}):", style="bold"))
+        out.text(_pretty(section))
+
+
+@cli.group()
+def twin() -> None:
+    """Device and module twins: show, change desired properties and tags, query."""
+
+
+@twin.command("show")
+@click.argument("identity", metavar="ID")
+@_client_options
+def twin_show(client: HubClient, out: Output, identity: str) -> None:
+    """Show the twin of device ID (or module DEVICE/MODULE)."""
+    answer = client.get_twin(identity)
+    if out.as_json:
+        out.json(answer)
+    else:
+        _show_twin(out, answer)
+
+
+@twin.command("patch")
+@click.argument("identity", metavar="ID")
+@click.option(
+    "--desired",
+    type=_JSON_OBJECT,
+    default=None,
+    help="Desired-properties patch, a JSON object (JSON merge patch: null deletes), "
+    'e.g. \'{"fan": {"speed": 3}}\'.',
+)
+@click.option("--tags", type=_JSON_OBJECT, default=None, help="Tags patch, a JSON object.")
+@click.option(
+    "--if-version",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Apply only if the twin is at this version (else the hub refuses: 412).",
+)
+@_client_options
+def twin_patch(
+    *,
+    client: HubClient,
+    out: Output,
+    identity: str,
+    desired: dict[str, Any] | None,
+    tags: dict[str, Any] | None,
+    if_version: int | None,
+) -> None:
+    """Change the desired properties and/or tags of device ID (or module DEVICE/MODULE)."""
+    if desired is None and tags is None:
+        raise ClientUsageError("nothing to patch: give --desired, --tags or both")
+    answer = client.patch_twin(identity, desired=desired, tags=tags, if_version=if_version)
+    if out.as_json:
+        out.json(answer)
+    else:
+        out.text(f"Twin {safe(_twin_identity(answer))} is now at version {answer['version']}.")
+
+
+@twin.command("query")
+@click.argument("where")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--after", default="", help="Continue after this identity (a page's next_after).")
+@_client_options
+def twin_query(client: HubClient, out: Output, where: str, limit: int, after: str) -> None:
+    """List twins matching WHERE, e.g. "properties.reported.fw = '1.2'" or "tags.site = 'lab'"."""
+    answer = client.query_twins(where, after=after, limit=limit)
+    if out.as_json:
+        out.json(answer)
+        return
+    if not answer["twins"]:
+        out.text("No matching twins.")
+        return
+    rows = [
+        (
+            _twin_identity(t),
+            t["version"],
+            t["properties"]["desired"].get("$version"),
+            t["properties"]["reported"].get("$version"),
+            json.dumps(t["tags"], sort_keys=True),
+        )
+        for t in answer["twins"]
+    ]
+    out.table(("IDENTITY", "VERSION", "DESIRED $V", "REPORTED $V", "TAGS"), rows)
+    if answer.get("next_after"):
+        out.text(f"More: --after {safe(answer['next_after'])}")
+
+
+# --- cloud-to-device messages ------------------------------------------------------------------
+
+
+def _show_queued(out: Output, answer: dict[str, Any]) -> None:
+    target = answer["device_id"]
+    if answer.get("module_id"):
+        target += f"/{answer['module_id']} input {answer['input_name']}"
+    out.text(
+        f"Queued message {safe(answer['message_id'])} for {safe(target)} "
+        f"(seq {answer['seq']}, {answer['size']} bytes, expires {_when(answer['expires_at'])} UTC)."
+    )
+
+
+@cli.group()
+def c2d() -> None:
+    """Cloud-to-device messages: queue, list and purge a device's (or module's) messages."""
+
+
+@c2d.command("send")
+@click.argument("identity", metavar="ID")
+@_message_options
+@_client_options
+def c2d_send(
+    *,
+    client: HubClient,
+    out: Output,
+    identity: str,
+    body: str,
+    properties: dict[str, str],
+    ttl_seconds: float | None,
+    message_id: str | None,
+) -> None:
+    """Queue a cloud-to-device message for device ID (delivered when it is connected)."""
+    answer = client.send_cloud_message(
+        identity, body, properties=properties, ttl_seconds=ttl_seconds, message_id=message_id
+    )
+    if out.as_json:
+        out.json(answer)
+    else:
+        _show_queued(out, answer)
+
+
+@c2d.command("list")
+@click.argument("identity", metavar="ID")
+@_client_options
+def c2d_list(client: HubClient, out: Output, identity: str) -> None:
+    """List the messages queued for device ID (or module DEVICE/MODULE), oldest first."""
+    answer = client.list_cloud_messages(identity)
+    if out.as_json:
+        out.json(answer)
+        return
+    if not answer["messages"]:
+        out.text("No queued messages.")
+        return
+    rows = [
+        (
+            m["seq"],
+            m["message_id"] or "-",
+            m["input_name"] or "-",
+            _when(m["enqueued_at"]),
+            _when(m["expires_at"]),
+            m["delivery_count"],
+            # System properties ($.mid, $.exp) have their own columns.
+            " ".join(f"{k}={v}" for k, v in sorted(m["properties"].items()) if k[:2] != "$."),
+            _payload_preview(m),
+        )
+        for m in answer["messages"]
+    ]
+    columns = ("SEQ", "MESSAGE ID", "INPUT", "QUEUED (UTC)", "EXPIRES (UTC)", "SENT", "PROPERTIES")
+    out.table((*columns, "PAYLOAD"), rows)
+
+
+@c2d.command("purge")
+@click.argument("identity", metavar="ID")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_client_options
+def c2d_purge(client: HubClient, out: Output, identity: str, yes: bool) -> None:
+    """Drop every message queued for device ID (or module DEVICE/MODULE)."""
+    _confirm(yes, f"Drop every message queued for {safe(identity)}?", "purge")
+    answer = client.purge_cloud_messages(identity)
+    if out.as_json:
+        out.json(answer)
+    else:
+        out.text(f"Dropped {answer['purged']} queued message(s) of {safe(identity)}.")
+
+
+# --- modules -----------------------------------------------------------------------------------
+
+
+def _module_rows(modules: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+    return [
+        (m["module_id"], *row[1:]) for m, row in zip(modules, _device_rows(modules), strict=True)
+    ]
+
+
+@cli.group()
+def module() -> None:
+    """Module identities of a device: create, list, show, delete, connection string, inputs."""
+
+
+@module.command("create")
+@click.argument("device_id", metavar="DEVICE")
+@click.argument("module_id", metavar="MODULE")
+@click.option("--auth", type=click.Choice(_AUTH_KINDS), default="sas", show_default=True)
+@click.option(
+    "--cert",
+    "certs",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Certificate (PEM) of an x509-thumbprint module: primary, then optional secondary.",
+)
+@_client_options
+def module_create(
+    *,
+    client: HubClient,
+    out: Output,
+    device_id: str,
+    module_id: str,
+    auth: str,
+    certs: tuple[Path, ...],
+) -> None:
+    """Create module MODULE of DEVICE; SAS keys and the connection string are shown this once."""
+    pems = [_read_text_file(p, "certificate") for p in certs]
+    answer = client.create_module(device_id, module_id, auth=auth, certificates_pem=pems)
+    if out.as_json:
+        out.json(answer)
+        return
+    m = answer["module"]
+    out.text(
+        f"Created module {safe(m['module_id'])} of device {safe(m['device_id'])} "
+        f"({safe(m['auth'])})."
+    )
+    if answer.get("primary_key"):
+        out.fields(
+            [("Primary key", answer["primary_key"]), ("Secondary key", answer["secondary_key"])]
+        )
+    if answer.get("connection_string"):
+        out.text("Connection string:")
+        out.text(safe(answer["connection_string"]))
+    if answer.get("primary_key"):
+        out.text(Text("The keys are shown only once; store them now.", style="yellow"))
+
+
+@module.command("list")
+@click.argument("device_id", metavar="DEVICE")
+@_client_options
+def module_list(client: HubClient, out: Output, device_id: str) -> None:
+    """List the modules of DEVICE."""
+    answer = client.list_modules(device_id)
+    if out.as_json:
+        out.json(answer)
+    elif not answer["modules"]:
+        out.text(f"Device {safe(device_id)} has no modules.")
+    else:
+        columns = ("MODULE", *_DEVICE_COLUMNS[1:])
+        out.table(columns, _module_rows(answer["modules"]))
+
+
+@module.command("show")
+@click.argument("device_id", metavar="DEVICE")
+@click.argument("module_id", metavar="MODULE")
+@_client_options
+def module_show(client: HubClient, out: Output, device_id: str, module_id: str) -> None:
+    """Show a module (never its keys)."""
+    answer = client.get_module(device_id, module_id)
+    if out.as_json:
+        out.json(answer)
+        return
+    _show_device(out, answer)
+
+
+@module.command("delete")
+@click.argument("device_id", metavar="DEVICE")
+@click.argument("module_id", metavar="MODULE")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_client_options
+def module_delete(
+    client: HubClient, out: Output, device_id: str, module_id: str, yes: bool
+) -> None:
+    """Delete a module, its twin and its queue; its live connection is dropped."""
+    _confirm(yes, f"Delete module {safe(module_id)} of device {safe(device_id)}?", "delete")
+    client.delete_module(device_id, module_id)
+    if out.as_json:
+        out.json({"deleted": f"{device_id}/{module_id}"})
+    else:
+        out.text(f"Deleted module {safe(module_id)} of device {safe(device_id)}.")
+
+
+@module.command("connection-string")
+@click.argument("device_id", metavar="DEVICE")
+@click.argument("module_id", metavar="MODULE")
+@click.option("--gateway", metavar="HOST", help="Add GatewayHostName=HOST (the host to dial).")
+@click.option("--key", "slot", type=click.Choice(_KEY_SLOTS), default="primary", show_default=True)
+@_client_options
+def module_connection_string(
+    *,
+    client: HubClient,
+    out: Output,
+    device_id: str,
+    module_id: str,
+    gateway: str | None,
+    slot: str,
+) -> None:
+    """Print the module's connection string (recorded by the hub as a key disclosure)."""
+    answer = client.module_connection_string(device_id, module_id, gateway=gateway, key=slot)
+    if out.as_json:
+        out.json(answer)
+    else:
+        click.echo(safe(answer["connection_string"]))
+
+
+@module.command("send-input")
+@click.argument("device_id", metavar="DEVICE")
+@click.argument("module_id", metavar="MODULE")
+@click.argument("input_name", metavar="INPUT")
+@_message_options
+@_client_options
+def module_send_input(
+    *,
+    client: HubClient,
+    out: Output,
+    device_id: str,
+    module_id: str,
+    input_name: str,
+    body: str,
+    properties: dict[str, str],
+    ttl_seconds: float | None,
+    message_id: str | None,
+) -> None:
+    """Queue a message for input INPUT of module MODULE of DEVICE."""
+    answer = client.send_cloud_message(
+        f"{device_id}/{module_id}",
+        body,
+        properties=properties,
+        ttl_seconds=ttl_seconds,
+        message_id=message_id,
+        input_name=input_name,
+    )
+    if out.as_json:
+        out.json(answer)
+    else:
+        _show_queued(out, answer)
 
 
 # --- certificate authorities -------------------------------------------------------------------

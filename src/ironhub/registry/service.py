@@ -327,13 +327,17 @@ class Registry:
             raise NotFoundError(f"identity {identity!r} does not exist")
         return record
 
-    async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
-        """Devices (never modules) ordered by id, starting after ``after``.
+    async def list_devices(
+        self, *, after: str = "", limit: int = 100, include_modules: bool = False
+    ) -> list[DeviceRecord]:
+        """Devices ordered by id, starting after ``after`` (modules too with ``include_modules``).
 
         Raises:
             StorageError: storage failed.
         """
-        return await self._storage.list_devices(after=after, limit=limit)
+        return await self._storage.list_devices(
+            after=after, limit=limit, include_modules=include_modules
+        )
 
     async def list_modules(self, device_id: str) -> list[DeviceRecord]:
         """The modules of a device, ordered by identity key.

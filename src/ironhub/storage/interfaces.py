@@ -250,8 +250,14 @@ class Storage(Protocol):
         """The device, or ``None``."""
         ...
 
-    async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
-        """Devices ordered by id, starting after ``after``."""
+    async def list_devices(
+        self, *, after: str = "", limit: int = 100, include_modules: bool = False
+    ) -> list[DeviceRecord]:
+        """Devices ordered by id, starting after ``after``.
+
+        Module identities (``d/m``) are listed only with ``include_modules``, interleaved in
+        identity-key order (for whole-registry scans such as the TLS trust store).
+        """
         ...
 
     async def update_device(self, record: DeviceRecord, *, expected_version: int) -> None:

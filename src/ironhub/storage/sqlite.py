@@ -256,6 +256,10 @@ _UPDATE_DEVICE: Final = (
     " primary_key_sealed = ?, secondary_key_sealed = ?, primary_thumbprint = ?,"
     " secondary_thumbprint = ?, certificates_pem = ? WHERE device_id = ? AND version = ?"
 )
+_LIST_DEVICES: Final = (
+    _DEVICE_SELECT + " WHERE device_id > ? AND instr(device_id, '/') = 0 ORDER BY device_id LIMIT ?"
+)
+_LIST_IDENTITIES: Final = _DEVICE_SELECT + " WHERE device_id > ? ORDER BY device_id LIMIT ?"
 _TOKENS_SELECT: Final = (
     "SELECT token_id, name, token_hash, role, created_at, expires_at, revoked FROM tokens"
 )
@@ -1148,8 +1152,12 @@ class SQLiteStorage:
 
         return await self._read(run)
 
-    async def list_devices(self, *, after: str = "", limit: int = 100) -> list[DeviceRecord]:
-        """Devices (never modules) ordered by id, starting after ``after``; at most ``limit``.
+    async def list_devices(
+        self, *, after: str = "", limit: int = 100, include_modules: bool = False
+    ) -> list[DeviceRecord]:
+        """Devices ordered by id, starting after ``after``; at most ``limit``.
+
+        Modules (``d/m``) only with ``include_modules``, in the same identity-key order.
 
         Raises:
             StorageError: the read failed.
@@ -1159,9 +1167,7 @@ class SQLiteStorage:
 
         def run(conn: sqlite3.Connection) -> list[DeviceRecord]:
             rows = conn.execute(
-                _DEVICE_SELECT + " WHERE device_id > ? AND instr(device_id, '/') = 0"
-                " ORDER BY device_id LIMIT ?",
-                (after, limit),
+                _LIST_IDENTITIES if include_modules else _LIST_DEVICES, (after, limit)
             ).fetchall()
             return [_device_from_row(row) for row in rows]
 
