@@ -1132,13 +1132,17 @@ class _Connection(asyncio.Protocol):
         *,
         dup: bool = False,
         on_ack: Callable[[], None] | None = None,
+        implicit: bool = False,
     ) -> bool:
         """Publish to the device if it subscribed to ``kind``; whether it was sent or queued.
 
         QoS 1 unless the subscription was granted QoS 0 (then ``on_ack`` runs at once: with
-        QoS 0, sending is all the delivery there is).
+        QoS 0, sending is all the delivery there is). ``implicit`` sends at QoS 1 even without
+        the subscription (answers to the device's own requests, see ``_twin_respond``).
         """
         sub = self._subs.get(kind)
+        if sub is None and implicit:
+            sub = ("", 1)
         if sub is None or self._closed:
             return False
         if sub[1] == 0:
@@ -1311,10 +1315,14 @@ class _Connection(asyncio.Protocol):
     def _twin_respond(
         self, status: int, request_id: str, body: bytes = b"", version: int | None = None
     ) -> None:
+        # Answered even without a subscription to $iothub/twin/res/#: the SDK's own twin GET
+        # after each reconnect (desired handler set, get_twin() never called) is sent without
+        # it, and the SDK waits for that answer forever (docs/adr/0009).
         self._send_out(
             SubscriptionKind.TWIN_RESPONSES,
             azure.twin_response_topic(status, request_id, version),
             body,
+            implicit=True,
         )
 
     async def _twin_get(self, request_id: str, done: asyncio.Future[int]) -> None:
