@@ -5,8 +5,8 @@ the device endpoint and the API under uvicorn over TLS). The test coroutines sha
 event loop, so every blocking HTTP request runs in a worker thread
 (:meth:`HubAPI.request`).
 
-Invoking a method on a *connected* device is the lead's (tests with a device answering); here
-the device is always offline, which is what an operator meets first.
+Method calls meet an offline device first, then (at the end) a connected test device that
+answers, answers with junk (502) or never answers (504).
 """
 
 from __future__ import annotations
@@ -656,3 +656,59 @@ async def test_a_service_that_is_not_running_is_503(
     response = await api.request(method, path, body)
     assert_error(response, 503, "storage-unavailable")
     assert response.headers["retry-after"] == "1"
+
+
+async def _answering_device(hub: RunningHub, api: HubAPI, device_id: str) -> Any:
+    from tests.support.hubkit import DeviceKit
+    from tests.support.mqtt_client import SasCredentials
+
+    created = await create_device(api, device_id)
+    kit = DeviceKit(hub)
+    creds = SasCredentials(hub.services.config.hostname, device_id, created["primary_key"])
+    dev = await kit.connect(creds)
+    await dev.subscribe("$iothub/methods/POST/#")
+    return dev
+
+
+async def _answer_next_request(dev: Any, status: int, body: bytes) -> str:
+    from ironhub.codec.mqtt import PubAck, Publish
+
+    request = await dev.recv(Publish, timeout=20)
+    dev.send(PubAck(request.packet_id))
+    rid = dict(urllib.parse.parse_qsl(request.topic.partition("?")[2]))["$rid"]
+    await dev.publish(f"$iothub/methods/res/{status}/?$rid={rid}", body)
+    return str(request.topic)
+
+
+async def test_method_answered_by_a_connected_device(api: HubAPI, hub: RunningHub) -> None:
+    dev = await _answering_device(hub, api, "answers")
+    call = asyncio.create_task(
+        api.request(
+            "POST",
+            "/devices/answers/methods/reboot",
+            {"payload": {"delay": 1}, "timeout_seconds": 10},
+        )
+    )
+    topic = await _answer_next_request(dev, 200, b'{"result": "rebooting"}')
+    assert topic.startswith("$iothub/methods/POST/reboot/?$rid=")
+    response = await call
+    assert response.status == 200, response.body
+    assert response.json() == {"status": 200, "payload": {"result": "rebooting"}}
+    await dev.close()
+
+
+async def test_malformed_method_answer_is_502(api: HubAPI, hub: RunningHub) -> None:
+    dev = await _answering_device(hub, api, "garbles")
+    call = asyncio.create_task(
+        api.request("POST", "/devices/garbles/methods/ping", {"timeout_seconds": 10})
+    )
+    await _answer_next_request(dev, 200, b"{not json")
+    assert_error(await call, 502, "bad-device-response")
+    await dev.close()
+
+
+async def test_unanswered_method_is_504(api: HubAPI, hub: RunningHub) -> None:
+    dev = await _answering_device(hub, api, "mute")
+    response = await api.request("POST", "/devices/mute/methods/ping", {"timeout_seconds": 1})
+    assert "did not answer" in assert_error(response, 504, "device-timeout")
+    await dev.close()
