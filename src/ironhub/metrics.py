@@ -38,6 +38,21 @@ class Metrics:
         self.protocol_errors_total = Counter(
             "ironhub_protocol_errors", "Connections closed for protocol errors", registry=r
         )
+        self.method_calls_total = Counter(
+            "ironhub_method_calls",
+            "Direct-method invocations by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.cloud_messages_total = Counter(
+            "ironhub_cloud_messages",
+            "Cloud-to-device messages by outcome (queued, completed, expired, purged)",
+            ["outcome"],
+            registry=r,
+        )
+        self.twin_updates_total = Counter(
+            "ironhub_twin_updates", "Twin changes by section source", ["source"], registry=r
+        )
         self.commit_batch_size = Histogram(
             "ironhub_commit_batch_size",
             "Log entries per group commit",

@@ -261,9 +261,19 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         tokens=tokens,
         log=log,
         commands=commands,
-        twins=TwinService(storage, registry, commands, clock, limits=config.limits),
-        methods=MethodService(registry, commands, clock, config.limits),
-        c2d=CloudToDevice(storage, registry, log, bus=commands, clock=clock, limits=config.limits),
+        twins=TwinService(
+            storage, registry, commands, clock, limits=config.limits, metrics=metrics
+        ),
+        methods=MethodService(registry, commands, clock, config.limits, metrics=metrics),
+        c2d=CloudToDevice(
+            storage,
+            registry,
+            log,
+            bus=commands,
+            clock=clock,
+            limits=config.limits,
+            metrics=metrics,
+        ),
     )
 
 

@@ -251,6 +251,8 @@ async def test_method_invocation_round_trip(kit: DeviceKit) -> None:
     await dev.publish(f"$iothub/methods/res/200/?$rid={rid}", b'{"result": "rebooting"}')
     result = await call
     assert result == MethodResult(200, {"result": "rebooting"})
+    registry = kit.hub.services.metrics.registry
+    assert registry.get_sample_value("ironhub_method_calls_total", {"outcome": "answered"}) == 1
     await dev.close()
 
 
@@ -324,6 +326,9 @@ async def test_c2d_delivered_on_subscribe_and_completed_on_puback(kit: DeviceKit
     feedback = await kit.hub.services.storage.query_messages(stream=Stream.FEEDBACK)
     assert [dict(f.properties)["status"] for f in feedback] == ["completed"]
     assert dict(feedback[0].properties)["seq"] == str(queued.seq)
+    registry = kit.hub.services.metrics.registry
+    for outcome in ("queued", "completed"):
+        assert registry.get_sample_value("ironhub_cloud_messages_total", {"outcome": outcome}) == 1
     await dev.close()
 
 

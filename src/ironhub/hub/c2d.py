@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ironhub.clock import Clock
     from ironhub.config import LimitsConfig
     from ironhub.hub.commands import CommandBus
+    from ironhub.metrics import Metrics
     from ironhub.registry.service import Registry
     from ironhub.storage.interfaces import Storage
     from ironhub.streams.log import MessageLog
@@ -92,7 +93,9 @@ class CloudToDevice:
         bus: CommandBus,
         clock: Clock,
         limits: LimitsConfig,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._storage = storage
         self._registry = registry
         self._log = log
@@ -190,6 +193,7 @@ class CloudToDevice:
         )
         seq = await self._storage.enqueue_cloud_message(message, max_pending=self._max_pending)
         self._sent += 1
+        self._count("queued")
         queued = CloudMessage(
             seq=seq,
             identity=identity,
@@ -270,6 +274,7 @@ class CloudToDevice:
         return total
 
     def _feedback(self, message: CloudMessage, status: str) -> None:
+        self._count(status)
         entry = LogEntry(
             stream=Stream.FEEDBACK,
             device_id=message.identity,
@@ -284,6 +289,10 @@ class CloudToDevice:
             ),
         )
         self._log.append(entry).add_done_callback(_feedback_failure)
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.cloud_messages_total.labels(outcome).inc()
 
     def statistics(self) -> CloudToDeviceStatistics:
         """Counters for tests and ``/metrics``."""

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from ironhub.clock import Clock
     from ironhub.config import LimitsConfig
     from ironhub.hub.commands import CommandBus
+    from ironhub.metrics import Metrics
     from ironhub.registry.service import Registry
 
 __all__ = [
@@ -87,8 +88,15 @@ class MethodService:
     """Invokes direct methods and matches the devices' answers to the pending requests."""
 
     def __init__(
-        self, registry: Registry, bus: CommandBus, clock: Clock, limits: LimitsConfig
+        self,
+        registry: Registry,
+        bus: CommandBus,
+        clock: Clock,
+        limits: LimitsConfig,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._registry = registry
         self._bus = bus
         self._clock = clock
@@ -146,14 +154,21 @@ class MethodService:
         try:
             taken = self._bus.dispatch(MethodRequest(identity, method_name, request_id, body))
             if not taken:
+                self._count("unavailable")
                 msg = "the device is not connected or does not listen for direct methods"
                 raise DeviceUnavailableError(msg)
             try:
-                return await asyncio.wait_for(future, timeout_seconds)
+                result = await asyncio.wait_for(future, timeout_seconds)
             except TimeoutError:
                 self._timed_out += 1
+                self._count("timeout")
                 msg = f"the device did not answer within {timeout_seconds:g} seconds"
                 raise RequestTimeoutError(msg) from None
+            except DeviceResponseError:
+                self._count("bad-response")
+                raise
+            self._count("answered")
+            return result
         finally:
             self._pending.pop(key, None)
             left = self._per_identity.get(identity, 1) - 1
@@ -187,6 +202,10 @@ class MethodService:
             future.set_exception(DeviceResponseError("the device answered with malformed JSON"))
             return
         future.set_result(MethodResult(status, payload))
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.method_calls_total.labels(outcome).inc()
 
     def statistics(self) -> MethodStatistics:
         """Counters for tests and ``/metrics``."""

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ironhub.clock import Clock
     from ironhub.config import LimitsConfig
     from ironhub.hub.commands import CommandBus
+    from ironhub.metrics import Metrics
     from ironhub.registry.service import Registry
     from ironhub.storage.interfaces import Storage
 
@@ -68,7 +69,9 @@ class TwinService:
         *,
         limits: LimitsConfig,
         twin_limits: TwinLimits | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._storage = storage
         self._registry = registry
         self._bus = bus
@@ -151,6 +154,7 @@ class TwinService:
             # One operator update is one new version (the etag), whatever it touched.
             updated = dataclasses.replace(updated, version=twin.version + 1)
             await self._storage.put_twin(updated.to_record(), expected_version=stored_version)
+        self._count("operator")
         if desired_patch is not None:
             body = desired_notification(desired_patch, updated.desired_version)
             self._bus.dispatch(DesiredPropertiesChanged(identity, updated.desired_version, body))
@@ -219,4 +223,9 @@ class TwinService:
             twin, stored_version = await self._load(identity)
             updated = patch_reported(twin, patch, limits=self._limits, now=self._clock.time())
             await self._storage.put_twin(updated.to_record(), expected_version=stored_version)
+        self._count("device")
         return updated
+
+    def _count(self, source: str) -> None:
+        if self._metrics is not None:
+            self._metrics.twin_updates_total.labels(source).inc()
