@@ -513,10 +513,11 @@ async def test_cloud_seqs_are_never_reused(storage: Storage) -> None:
 async def test_mark_cloud_message_delivered_counts(storage: Storage) -> None:
     seq = await storage.enqueue_cloud_message(cloud(), max_pending=10)
     other = await storage.enqueue_cloud_message(cloud(n=1), max_pending=10)
-    await storage.mark_cloud_message_delivered("dev-1", seq)
-    await storage.mark_cloud_message_delivered("dev-1", seq)
-    await storage.mark_cloud_message_delivered("dev-2", other)  # another identity: untouched
-    await storage.mark_cloud_message_delivered("dev-1", 10_000)  # gone: no error
+    assert await storage.mark_cloud_message_delivered("dev-1", seq)
+    assert await storage.mark_cloud_message_delivered("dev-1", seq)
+    # Another identity's message is untouched; a message that is gone answers False.
+    assert not await storage.mark_cloud_message_delivered("dev-2", other)
+    assert not await storage.mark_cloud_message_delivered("dev-1", 10_000)
     assert [m.delivery_count for m in await storage.list_cloud_messages("dev-1")] == [2, 0]
 
 

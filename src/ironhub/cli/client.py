@@ -276,7 +276,7 @@ class HubClient:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
-    def _unreachable(self, exc: OSError) -> ClientError:
+    def _unreachable(self, exc: OSError | http.client.HTTPException) -> ClientError:
         where = f"{self._host}:{self._port}"
         if isinstance(exc, ssl.SSLCertVerificationError):
             hint = (
@@ -374,7 +374,8 @@ class HubClient:
         )
         try:
             raw = response.read()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            # IncompleteRead: the hub went away in the middle of its answer.
             raise self._unreachable(exc) from None
         finally:
             conn.close()

@@ -247,9 +247,9 @@ class CloudToDevice:
         messages = await self._storage.list_cloud_messages(identity, limit=limit)
         return [m for m in messages if m.expires_at > now]
 
-    async def mark_delivered(self, identity: str, seq: int) -> None:
-        """Count one delivery attempt (a later re-send carries DUP=1)."""
-        await self._storage.mark_cloud_message_delivered(identity, seq)
+    async def mark_delivered(self, identity: str, seq: int) -> bool:
+        """Count one delivery attempt (a later re-send carries DUP=1); ``False`` if it is gone."""
+        return await self._storage.mark_cloud_message_delivered(identity, seq)
 
     async def complete(self, identity: str, seq: int) -> bool:
         """The device acknowledged the message: remove it, record the feedback."""

@@ -327,8 +327,12 @@ class Storage(Protocol):
         """The queued messages of ``identity`` in ``seq`` order (expired ones included)."""
         ...
 
-    async def mark_cloud_message_delivered(self, identity: str, seq: int) -> None:
-        """Increase the message's ``delivery_count`` by one (no error if it is gone)."""
+    async def mark_cloud_message_delivered(self, identity: str, seq: int) -> bool:
+        """Increase the message's ``delivery_count`` by one; ``False`` if it is gone.
+
+        The endpoint relies on the answer: a message listed by a read that raced with its
+        completion must not be delivered again.
+        """
         ...
 
     async def delete_cloud_message(self, identity: str, seq: int) -> CloudMessage | None:

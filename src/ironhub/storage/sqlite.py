@@ -1408,21 +1408,22 @@ class SQLiteStorage:
 
         return await self._read(run)
 
-    async def mark_cloud_message_delivered(self, identity: str, seq: int) -> None:
-        """Increase the message's ``delivery_count`` by one; nothing if it is gone.
+    async def mark_cloud_message_delivered(self, identity: str, seq: int) -> bool:
+        """Increase the message's ``delivery_count`` by one; ``False`` if it is gone.
 
         Raises:
             StorageError: the write failed.
         """
 
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
                 "UPDATE cloud_messages SET delivery_count = delivery_count + 1"
                 " WHERE identity = ? AND seq = ?",
                 (identity, seq),
             )
+            return cursor.rowcount == 1
 
-        await self._write(run)
+        return await self._write(run)
 
     async def delete_cloud_message(self, identity: str, seq: int) -> CloudMessage | None:
         """Remove one message of ``identity``; the removed message, or ``None`` if absent.
