@@ -293,6 +293,8 @@ class HubClient:
             return HubUnreachableError(f"the API at {self.api_url} did not answer in time")
         if isinstance(exc, socket.gaierror):
             return HubUnreachableError(f"cannot resolve the API host {self._host!r}")
+        if isinstance(exc, http.client.HTTPException):
+            return HubUnreachableError(f"the API at {self.api_url} broke off its answer")
         reason = exc.strerror or type(exc).__name__
         return HubUnreachableError(f"cannot reach the API at {self.api_url}: {reason}")
 
