@@ -106,9 +106,9 @@ class LimitsConfig:
     auth_failures_per_identity_per_minute: int = 10
     #: New connections per second from one source address (token bucket; 0 disables).
     connections_per_source_per_second: float = 200.0
-    #: Twin operations per device (GET and reported PATCH from the device, operator patches):
-    #: sustained rate and burst. Over it, the device gets status 429 (Azure throttles twin
-    #: reads at 100/s and updates at 50/s per hub; per device we allow far less).
+    #: Twin operations per identity, with one budget for the device (GET, reported PATCH) and
+    #: one for operators (patches): sustained rate and burst. Over it, status 429 (Azure
+    #: throttles twin reads at 100/s and updates at 50/s per hub; per device we allow less).
     twin_operations_per_second: float = 10.0
     twin_operation_burst: int = 20
     #: Direct-method invocations per device: sustained rate and burst (429 beyond).

@@ -488,3 +488,20 @@ async def test_disabling_the_parent_drops_its_modules(kit: DeviceKit) -> None:
 
     await kit.hub.services.registry.set_state("owner", DeviceState.DISABLED)
     assert await mod.wait_closed()
+
+
+async def test_a_device_polling_its_twin_does_not_lock_the_operator_out(
+    hub_factory: HubFactory,
+) -> None:
+    hub = await hub_factory(
+        limits_twin_operations_per_second="0.01", limits_twin_operation_burst="2"
+    )
+    kit = DeviceKit(hub)
+    dev = await kit.connect(await kit.create_sas("poller"))
+    for i in range(4):
+        await twin_request(dev, f"$iothub/twin/GET/?$rid={i}", b" ")  # 2 answered, 2 throttled
+    twins = hub.services.twins
+    assert twins is not None
+    updated = await twins.update("poller", desired={"fix": 1})
+    assert dict(updated.desired) == {"fix": 1}
+    await dev.close()

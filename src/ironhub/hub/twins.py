@@ -77,7 +77,12 @@ class TwinService:
         self._bus = bus
         self._clock = clock
         self._limits = twin_limits or TwinLimits()
-        self._rate = KeyedTokenBuckets(
+        # Two budgets per identity, so a device polling its twin cannot lock the operator out
+        # of it (a buggy SDK resubmits failed GETs forever), nor the other way round.
+        self._device_rate = KeyedTokenBuckets(
+            limits.twin_operations_per_second, limits.twin_operation_burst
+        )
+        self._operator_rate = KeyedTokenBuckets(
             limits.twin_operations_per_second, limits.twin_operation_burst
         )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -90,12 +95,12 @@ class TwinService:
         return lock
 
     def check_rate(self, identity: str) -> None:
-        """Take one twin operation from the identity's budget.
+        """Take one device-side twin operation from the identity's budget.
 
         Raises:
             ThrottledError: over the identity's twin operation rate.
         """
-        self._rate.check(identity, self._clock.monotonic())
+        self._device_rate.check(identity, self._clock.monotonic())
 
     async def _load(self, identity: str) -> tuple[Twin, int | None]:
         """The twin and the version to expect when storing it (``None``: not stored yet)."""
@@ -139,7 +144,7 @@ class TwinService:
         desired_patch = check_patch(desired, limits=self._limits) if desired is not None else None
         tags_patch = check_patch(tags, limits=self._limits) if tags is not None else None
         await self._registry.get_device(identity)
-        self.check_rate(identity)
+        self._operator_rate.check(identity, self._clock.monotonic())
         async with self._lock(identity):
             twin, stored_version = await self._load(identity)
             if if_version is not None and if_version != twin.version:
