@@ -712,3 +712,22 @@ async def test_unanswered_method_is_504(api: HubAPI, hub: RunningHub) -> None:
     response = await api.request("POST", "/devices/mute/methods/ping", {"timeout_seconds": 1})
     assert "did not answer" in assert_error(response, 504, "device-timeout")
     await dev.close()
+
+
+async def test_rotating_a_module_key_drops_its_connection(api: HubAPI, hub: RunningHub) -> None:
+    from tests.support.hubkit import DeviceKit
+    from tests.support.mqtt_client import SasCredentials
+
+    await create_device(api, "rotor")
+    created = await create_module(api, "rotor", "m")
+    kit = DeviceKit(hub)
+    hostname = hub.services.config.hostname
+    mod = await kit.connect(SasCredentials(hostname, "rotor/m", created["primary_key"]))
+    rotated = await api.ok("POST", "/devices/rotor/modules/m/keys/primary/rotate")
+    assert rotated["connection_string"].startswith(
+        f"HostName={hostname};DeviceId=rotor;ModuleId=m;"
+    )
+    assert await mod.wait_closed()
+    assert ("module-rotate-key", "rotor/m/primary") in await api.operator_actions()
+    again = await kit.connect(SasCredentials(hostname, "rotor/m", rotated["key"]))
+    await again.close()

@@ -105,6 +105,11 @@ async def test_module_commands(hub: RunningHub) -> None:
     assert re.search(r"Device:\s+dev1\nModule:\s+mod2\n", shown_text), shown_text
     plain_cs = await run(hub, "module", "connection-string", "dev1", "mod2")
     assert plain_cs.stdout.startswith("HostName=localhost;DeviceId=dev1;ModuleId=mod2;")
+    rotated = await run_json(hub, "module", "rotate-key", "dev1", "mod1", "--key", "secondary")
+    assert rotated["key"] != created["secondary_key"]
+    assert rotated["connection_string"].endswith(f"SharedAccessKey={rotated['key']}")
+    rotated_text = await run(hub, "module", "rotate-key", "dev1", "mod2")
+    assert "New primary key" in rotated_text.stdout
 
     assert_one_line_error(await run(hub, "module", "delete", "dev1", "mod1"), 2, "--yes")
     deleted = await run_json(hub, "module", "delete", "dev1", "mod1", "--yes")

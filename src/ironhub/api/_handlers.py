@@ -479,13 +479,20 @@ async def disable_device(ctx: Context) -> Response:
 
 
 async def rotate_key(ctx: Context) -> Response:
-    """``POST /devices/{device_id}/keys/{slot}/rotate``: the other key keeps working."""
-    device_id = ctx.path_param("device_id")
+    """``POST /devices/{device_id}[/modules/{module_id}]/keys/{slot}/rotate``.
+
+    The other key keeps working; a live connection made with the rotated key is dropped.
+    """
+    identity = _identity(ctx)
     slot = _slot(ctx.path_param("slot"))
-    key = await ctx.services.registry.rotate_key(device_id, slot)
+    key = await ctx.services.registry.rotate_key(identity, slot)
     # The new key is shown only once the record of its disclosure is durable.
-    await ctx.audit("device-rotate-key", f"{device_id}/{slot}")
-    cs = connection_string(ctx.services.config.hostname, device_id, key=key)
+    module = "module_id" in ctx.request.path_params
+    await ctx.audit("module-rotate-key" if module else "device-rotate-key", f"{identity}/{slot}")
+    device_id, _, module_id = identity.partition("/")
+    cs = connection_string(
+        ctx.services.config.hostname, device_id, module_id=module_id or None, key=key
+    )
     return json_response(RotatedKeyView(key=key, connection_string=cs))
 
 
@@ -936,6 +943,16 @@ OPERATIONS: tuple[Operation, ...] = (
         access=Access.ADMIN,
         handler=delete_module,
         status=204,
+        errors=(400, 404),
+    ),
+    Operation(
+        method="POST",
+        path=_MODULE + "/keys/{slot}/rotate",
+        operation_id="rotateModuleKey",
+        summary="Regenerate a module's primary or secondary SAS key (the other keeps working)",
+        access=Access.ADMIN,
+        handler=rotate_key,
+        response=RotatedKeyView,
         errors=(400, 404),
     ),
     Operation(

@@ -1096,6 +1096,26 @@ def module_delete(
         out.text(f"Deleted module {safe(module_id)} of device {safe(device_id)}.")
 
 
+@module.command("rotate-key")
+@click.argument("device_id", metavar="DEVICE")
+@click.argument("module_id", metavar="MODULE")
+@click.option("--key", "slot", type=click.Choice(_KEY_SLOTS), default="primary", show_default=True)
+@_client_options
+def module_rotate_key(
+    client: HubClient, out: Output, device_id: str, module_id: str, slot: str
+) -> None:
+    """Regenerate one SAS key of a module; the other key keeps working meanwhile."""
+    module = urllib.parse.quote(module_id, safe="")
+    path = _device_path(device_id, "modules", module, "keys", slot, "rotate")
+    answer = client.request("POST", path)
+    if out.as_json:
+        out.json(answer)
+        return
+    out.fields([(f"New {slot} key", answer["key"])])
+    out.text("Connection string:")
+    out.text(safe(answer["connection_string"]))
+
+
 @module.command("connection-string")
 @click.argument("device_id", metavar="DEVICE")
 @click.argument("module_id", metavar="MODULE")
