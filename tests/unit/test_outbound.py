@@ -60,3 +60,14 @@ def test_packet_ids_wrap_and_skip_ids_in_flight() -> None:
     window.offer(pub(4))  # id 1
     window._last_id = 0
     assert window.offer(pub(5)) == 2  # 1 is in flight: skipped
+
+
+def test_waiting_publishes_are_handed_back_when_the_connection_ends() -> None:
+    dropped: list[int] = []
+    window = OutboundWindow(max_inflight=1, max_queued=5)
+    assert window.offer(pub(1)) == 1
+    waiting = OutboundPublish("t/2", b"x", on_drop=lambda: dropped.append(2))
+    assert window.offer(waiting) is None
+    assert window.take_waiting() == [waiting]
+    assert window.queued == 0
+    assert window.inflight == 1  # sent ones stay: the device may still acknowledge them

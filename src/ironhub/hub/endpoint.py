@@ -1122,6 +1122,7 @@ class _Connection(asyncio.Protocol):
         *,
         dup: bool = False,
         on_ack: Callable[[], None] | None = None,
+        on_drop: Callable[[], None] | None = None,
         implicit: bool = False,
     ) -> bool:
         """Publish to the device if it subscribed to ``kind``; whether it was sent or queued.
@@ -1140,7 +1141,7 @@ class _Connection(asyncio.Protocol):
             if on_ack is not None:
                 on_ack()
             return True
-        publish = OutboundPublish(topic, payload, dup, on_ack)
+        publish = OutboundPublish(topic, payload, dup, on_ack, on_drop)
         try:
             packet_id = self._window.offer(publish)
         except ThrottledError:
@@ -1174,7 +1175,13 @@ class _Connection(asyncio.Protocol):
     def deliver_method_request(self, request: MethodRequest) -> bool:
         """Send a direct-method request; ``False`` if the device does not listen for methods."""
         topic = azure.method_request_topic(request.method_name, request.request_id)
-        return self._send_out(SubscriptionKind.METHODS, topic, request.payload)
+        methods = self._endpoint.services.methods
+        on_drop = None
+        if methods is not None:
+            # Never sent (the connection ended while it waited for room): the operator learns
+            # at once instead of at the timeout.
+            on_drop = partial(methods.abandon, request.identity, request.request_id)
+        return self._send_out(SubscriptionKind.METHODS, topic, request.payload, on_drop=on_drop)
 
     def deliver_desired(self, version: int, body: bytes) -> bool:
         """Send a desired-properties notification (once per version)."""
@@ -1522,6 +1529,9 @@ class _Connection(asyncio.Protocol):
             self._rate_timer.cancel()
             self._rate_timer = None
         self._held.clear()
+        for publish in self._window.take_waiting():
+            if publish.on_drop is not None:
+                publish.on_drop()
         self._leave_preauth()
         if self.auth is not None and self._endpoint._live.get(self.auth.device_id) is self:  # noqa: SLF001
             self._endpoint.lifecycle_event(

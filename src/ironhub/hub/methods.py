@@ -207,6 +207,14 @@ class MethodService:
         if self._metrics is not None:
             self._metrics.method_calls_total.labels(outcome).inc()
 
+    def abandon(self, identity: str, request_id: str) -> None:
+        """The request was never delivered (its connection ended first): fail the call now."""
+        future = self._pending.get((identity, request_id))
+        if future is not None and not future.done():
+            future.set_exception(
+                DeviceUnavailableError("the device disconnected before the request reached it")
+            )
+
     def statistics(self) -> MethodStatistics:
         """Counters for tests and ``/metrics``."""
         return MethodStatistics(

@@ -29,12 +29,17 @@ _MAX_PACKET_ID = 65535
 
 @dataclass(frozen=True, slots=True)
 class OutboundPublish:
-    """One hub-to-device QoS 1 publish; ``on_ack`` runs when the device acknowledges it."""
+    """One hub-to-device QoS 1 publish.
+
+    ``on_ack`` runs when the device acknowledges it; ``on_drop`` when the connection ends
+    before it was even sent (it was waiting for room in the window).
+    """
 
     topic: str
     payload: bytes
     dup: bool = False
     on_ack: Callable[[], None] | None = None
+    on_drop: Callable[[], None] | None = None
 
 
 class OutboundWindow:
@@ -84,6 +89,12 @@ class OutboundWindow:
             return None
         publish = self._queued.popleft()
         return self._admit(publish), publish
+
+    def take_waiting(self) -> list[OutboundPublish]:
+        """Remove and return the publishes never sent (the connection is ending)."""
+        waiting = list(self._queued)
+        self._queued.clear()
+        return waiting
 
     def _admit(self, publish: OutboundPublish) -> int:
         packet_id = self._last_id
