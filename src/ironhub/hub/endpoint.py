@@ -6,16 +6,25 @@ Theory of operation, one connection::
         ──▶ AWAIT_CONNECT (CONNECT deadline; tiny packet cap in the codec)
         ──CONNECT──▶ reading paused, authenticate (throttled, see authn)
             ├─ refused ──▶ CONNACK 2/3/5, security event, close
-            └─ accepted ──▶ older connection of the same identity closed ("takeover"),
-                            CONNACK 0, keep-alive and credential deadlines armed ──▶ CONNECTED
+            └─ accepted ──▶ older connection of the same identity closed ("takeover")
+                ──▶ session: clean 1 drops the stored one; clean 0 restores its subscriptions
+                    (re-authorised; docs/adr/0009)
+                ──▶ CONNACK 0 (session present), keep-alive and credential deadlines armed
+                ──▶ CONNECTED; catch-up: a missed desired version, queued C2D messages
 
     CONNECTED: PUBLISH ──authz──▶ log.append (group commit) ──committed──▶ PUBACK, in order
-               SUBSCRIBE ──authz per filter──▶ SUBACK, or close on any forbidden filter
+               PUBLISH $iothub/... ──▶ twin GET / reported PATCH (answered on twin/res) or a
+                   method answer (to its pending request) ──handled──▶ PUBACK, in order
+               SUBSCRIBE ──authz per filter──▶ stored (clean 0) ──▶ SUBACK, or close on any
+                   forbidden filter or beyond the subscription cap
+               commands (CommandBus) ──▶ method requests, desired notifications, queued
+                   C2D/input messages ──▶ QoS 1 window (bounded) ──PUBACK──▶ completion
                PINGREQ ──▶ PINGRESP;  DISCONNECT / idle 1.5x keep-alive / token expiry /
-               device disabled or deleted / protocol error ──▶ close
+               device disabled or deleted / protocol error / slow consumer ──▶ close
 
-Data flows one way (ARCHITECTURE.md): this endpoint only appends to the message log; it never
-awaits storage per message. A QoS 1 PUBACK is written only after the commit of the transaction
+Data flows one way (ARCHITECTURE.md): this endpoint appends telemetry to the message log and
+hands twin requests and method answers to their services; services reach a session only through
+commands it takes (:mod:`ironhub.hub.commands`). It never awaits storage per message. A QoS 1 PUBACK is written only after the commit of the transaction
 holding that message; if a commit fails, the connection closes without acknowledging, and the
 device re-sends. Backpressure instead of loss: when too many publishes await their commit, or a
 device exceeds its message rate, the endpoint stops reading that socket for a while.
