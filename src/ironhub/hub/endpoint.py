@@ -24,10 +24,11 @@ Theory of operation, one connection::
 
 Data flows one way (ARCHITECTURE.md): this endpoint appends telemetry to the message log and
 hands twin requests and method answers to their services; services reach a session only through
-commands it takes (:mod:`ironhub.hub.commands`). It never awaits storage per message. A QoS 1 PUBACK is written only after the commit of the transaction
-holding that message; if a commit fails, the connection closes without acknowledging, and the
-device re-sends. Backpressure instead of loss: when too many publishes await their commit, or a
-device exceeds its message rate, the endpoint stops reading that socket for a while.
+commands it takes (:mod:`ironhub.hub.commands`). It never awaits storage per message. A QoS 1
+PUBACK is written only after the commit of the transaction holding that message; if a commit
+fails, the connection closes without acknowledging, and the device re-sends. Backpressure
+instead of loss: when too many publishes await their commit, or a device exceeds its message
+rate, the endpoint stops reading that socket for a while.
 
 Only the per-connection boundary (:meth:`_Connection.data_received` and the authentication
 task) catches broad exceptions: it logs, counts, records a security event and closes that one
