@@ -505,3 +505,68 @@ async def test_a_device_polling_its_twin_does_not_lock_the_operator_out(
     updated = await twins.update("poller", desired={"fix": 1})
     assert dict(updated.desired) == {"fix": 1}
     await dev.close()
+
+
+async def test_x509_modules_ca_signed_and_thumbprint(
+    hub: RunningHub, kit: DeviceKit, tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tests.support.mqtt_client import ConnectRefused, client_tls_context
+
+    from ironhub import pki
+    from ironhub.storage.interfaces import AuthKind
+
+    registry = hub.services.registry
+    now = dt.datetime.now(dt.UTC)
+    ca_key, ca_cert = pki.create_ca("module CA", now=now)
+    await registry.add_ca(pki.certificate_pem(ca_cert).decode())
+    await registry.create_device("gw", AuthKind.X509_CA)
+    await registry.create_module("gw", "signed", auth_kind=AuthKind.X509_CA)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = pki.issue_device_certificate(ca_key, ca_cert, key.public_key(), "gw/signed", now=now)
+    self_key, self_cert = pki.create_self_signed_device_certificate("gw/thumb", now=now)
+    await registry.create_module(
+        "gw",
+        "thumb",
+        auth_kind=AuthKind.X509_THUMBPRINT,
+        certificates_pem=(pki.certificate_pem(self_cert).decode(),),
+    )
+    await asyncio.sleep(0.3)  # the TLS trust store is rebuilt after registry changes
+
+    def context(name: str, cert_pem: bytes, key_pem: bytes):  # type: ignore[no-untyped-def]
+        certfile = tmp_path / f"{name}.pem"
+        keyfile = tmp_path / f"{name}.key"
+        certfile.write_bytes(cert_pem)
+        keyfile.write_bytes(key_pem)
+        return client_tls_context(hub.info.ca_path, certfile=certfile, keyfile=keyfile)
+
+    hostname = hub.services.config.hostname
+    for name, cert_pem, key_pem in (
+        ("signed", pki.certificate_pem(cert), pki.private_key_pem(key)),
+        ("thumb", pki.certificate_pem(self_cert), pki.private_key_pem(self_key)),
+    ):
+        ctx = context(name, cert_pem, key_pem)
+        mod = await TestDevice.connect(
+            kit.host,
+            kit.port,
+            ctx,
+            client_id=f"gw/{name}",
+            username=f"{hostname}/gw/{name}/?api-version=2019-10-01",
+            password=None,
+        )
+        await mod.publish(f"devices/gw/modules/{name}/messages/events/", b"x509 module")
+        await mod.close()
+    # The module's certificate does not make it its parent.
+    with pytest.raises(ConnectRefused):
+        await TestDevice.connect(
+            kit.host,
+            kit.port,
+            context("signed2", pki.certificate_pem(cert), pki.private_key_pem(key)),
+            client_id="gw",
+            username=f"{hostname}/gw/?api-version=2019-10-01",
+            password=None,
+        )
+    stored = await hub.services.storage.query_messages(stream=Stream.TELEMETRY)
+    assert {m.device_id for m in stored} == {"gw/signed", "gw/thumb"}
