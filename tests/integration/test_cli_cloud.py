@@ -265,8 +265,14 @@ async def test_c2d_commands(hub: RunningHub) -> None:
         "60",
         "--message-id",
         "m1",
+        "--correlation-id",
+        "c1",
+        "--content-type",
+        "text/plain",
     )
     assert sent["message_id"] == "m1"
+    assert sent["properties"]["$.cid"] == "c1"
+    assert sent["properties"]["$.ct"] == "text/plain"
     assert sent["properties"]["color"] == "blue green"
     assert sent["properties"]["empty"] == ""
     assert sent["expires_at"] == pytest.approx(sent["enqueued_at"] + 60)

@@ -21,6 +21,7 @@ from ironhub.errors import (
     DeviceUnavailableError,
     QueueFullError,
     RequestTimeoutError,
+    ValidationError,
 )
 from ironhub.hub.methods import MethodResult
 from ironhub.server import RunningHub
@@ -299,8 +300,15 @@ async def test_c2d_delivered_on_subscribe_and_completed_on_puback(kit: DeviceKit
     c2d = kit.hub.services.c2d
     assert c2d is not None
     queued = await c2d.send(
-        "c2d-dev", b"hello", properties=[("color", "blue green"), ("k", "a&b=c")], message_id="m1"
+        "c2d-dev",
+        b"hello",
+        properties=[("color", "blue green"), ("k", "a&b=c")],
+        message_id="m1",
+        correlation_id="c 1",
+        content_encoding="utf-8",
     )
+    with pytest.raises(ValidationError, match="correlation id"):
+        await c2d.send("c2d-dev", b"x", correlation_id="\x00")
     dev = await kit.connect(creds)
     await dev.subscribe(c2d_filter("c2d-dev"))
     message = await recv_publish(dev)
@@ -308,6 +316,9 @@ async def test_c2d_delivered_on_subscribe_and_completed_on_puback(kit: DeviceKit
     assert message.topic.startswith(prefix)
     props = dict(urllib.parse.parse_qsl(message.topic[len(prefix) :]))
     assert props["$.mid"] == "m1"
+    assert props["$.cid"] == "c 1"
+    assert props["$.ce"] == "utf-8"
+    assert "$.ct" not in props
     assert props["color"] == "blue green"
     assert props["k"] == "a&b=c"
     assert message.payload == b"hello"

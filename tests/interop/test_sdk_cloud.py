@@ -332,10 +332,14 @@ async def test_c2d_message_with_properties(sdk_hub: RunningHub, start_sdk) -> No
         b"hello device",
         properties=[("color", "blue green"), ("k", "a&b=c"), ("unit", "°C")],
         message_id="mid-1",
+        correlation_id="corr-7",
+        content_type="application/json",
     )
     event = await dev.wait("message")
     assert event["data"] == "hello device"
     assert event["message_id"] == "mid-1"
+    assert event["correlation_id"] == "corr-7"
+    assert event["content_type"] == "application/json"
     assert event["input_name"] is None
     assert event["expiry_time_utc"]
     assert event["custom_properties"] == {"color": "blue green", "k": "a&b=c", "unit": "°C"}

@@ -658,6 +658,9 @@ async def _send_cloud_message(ctx: Context, identity: str, input_name: str | Non
         ttl_seconds=body.ttl_seconds,
         input_name=input_name,
         message_id=body.message_id,
+        correlation_id=body.correlation_id,
+        content_type=body.content_type,
+        content_encoding=body.content_encoding,
     )
     target = identity if input_name is None else f"{identity}/inputs/{input_name}"
     await ctx.audit("c2d-send", target)

@@ -387,6 +387,9 @@ class SendCloudMessageRequest(_Request):
     properties: dict[str, str] = {}
     ttl_seconds: float | None = None
     message_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
 
 
 class CloudMessageView(_Response):

@@ -466,6 +466,7 @@ class HubClient:
         ttl_seconds: float | None = None,
         message_id: str | None = None,
         input_name: str | None = None,
+        system: Mapping[str, str | None] | None = None,
     ) -> Any:  # noqa: ANN401 - the queued message (without payload)
         """Queue a message: a device's cloud-to-device message, or a module input message.
 
@@ -483,6 +484,8 @@ class HubClient:
             json_body["ttl_seconds"] = ttl_seconds
         if message_id is not None:
             json_body["message_id"] = message_id
+        # correlation_id, content_type, content_encoding: the API's own field names.
+        json_body.update({k: v for k, v in (system or {}).items() if v is not None})
         if input_name is None:
             path = identity_path(identity, "messages", "cloud")
         else:

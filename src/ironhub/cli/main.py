@@ -231,7 +231,7 @@ def _properties(
 
 
 def _message_options(func: Callable[..., None]) -> Callable[..., None]:
-    """``--body``, ``--property``, ``--ttl`` and ``--message-id`` of a message to send."""
+    """``--body``, ``--property``, ``--ttl`` and the system properties of a message to send."""
     options = (
         click.option("--body", required=True, help="Message body (sent as UTF-8 text)."),
         click.option(
@@ -250,6 +250,9 @@ def _message_options(func: Callable[..., None]) -> Callable[..., None]:
             help="Time to live in seconds (default: the hub's, 3600).",
         ),
         click.option("--message-id", default=None, help="Message id (default: a random one)."),
+        click.option("--correlation-id", default=None, help="Correlation id ($.cid)."),
+        click.option("--content-type", default=None, help="Content type ($.ct)."),
+        click.option("--content-encoding", default=None, help="Content encoding ($.ce)."),
     )
     command = func
     for option in reversed(options):
@@ -939,10 +942,22 @@ def c2d_send(
     properties: dict[str, str],
     ttl_seconds: float | None,
     message_id: str | None,
+    correlation_id: str | None,
+    content_type: str | None,
+    content_encoding: str | None,
 ) -> None:
     """Queue a cloud-to-device message for device ID (delivered when it is connected)."""
     answer = client.send_cloud_message(
-        identity, body, properties=properties, ttl_seconds=ttl_seconds, message_id=message_id
+        identity,
+        body,
+        properties=properties,
+        ttl_seconds=ttl_seconds,
+        message_id=message_id,
+        system={
+            "correlation_id": correlation_id,
+            "content_type": content_type,
+            "content_encoding": content_encoding,
+        },
     )
     if out.as_json:
         out.json(answer)
@@ -1156,6 +1171,9 @@ def module_send_input(
     properties: dict[str, str],
     ttl_seconds: float | None,
     message_id: str | None,
+    correlation_id: str | None,
+    content_type: str | None,
+    content_encoding: str | None,
 ) -> None:
     """Queue a message for input INPUT of module MODULE of DEVICE."""
     answer = client.send_cloud_message(
@@ -1165,6 +1183,11 @@ def module_send_input(
         ttl_seconds=ttl_seconds,
         message_id=message_id,
         input_name=input_name,
+        system={
+            "correlation_id": correlation_id,
+            "content_type": content_type,
+            "content_encoding": content_encoding,
+        },
     )
     if out.as_json:
         out.json(answer)

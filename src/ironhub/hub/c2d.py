@@ -142,14 +142,20 @@ class CloudToDevice:
         ttl_seconds: float | None = None,
         input_name: str | None = None,
         message_id: str | None = None,
+        correlation_id: str | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
     ) -> CloudMessage:
         """Queue a message for ``identity`` and tell its session, if any.
 
         A device (``d``) receives cloud-to-device messages; a module (``d/m``) receives input
-        messages on ``input_name``.
+        messages on ``input_name``. The system properties the SDK decodes (azure-iot-mqtt.md
+        §3.2) go first: ``$.mid`` (``message_id``, random if not given), ``$.cid``, ``$.ct``,
+        ``$.ce`` when given, and ``$.exp`` from the TTL.
 
         Raises:
-            ValidationError: payload over 64 KB, bad properties, message id or input name,
+            ValidationError: payload over 64 KB, bad properties, system property values or
+                input name,
                 TTL outside (0, 172800] seconds, or a module without input name (or a device
                 with one).
             NotFoundError: no such identity.
@@ -171,17 +177,26 @@ class CloudToDevice:
             msg = f"the time to live must be above 0 and at most {MAX_TTL_SECONDS:g} seconds"
             raise ValidationError(msg)
         application = azure.validate_cloud_properties(properties)
-        mid = uuid.uuid4().hex if message_id is None else message_id
-        if not 1 <= len(mid) <= MAX_MESSAGE_ID_CHARS or not mid.isascii() or not mid.isprintable():
-            msg = f"the message id must be 1 to {MAX_MESSAGE_ID_CHARS} printable ASCII characters"
-            raise ValidationError(msg)
+        given = (
+            ("$.mid", "message id", uuid.uuid4().hex if message_id is None else message_id),
+            ("$.cid", "correlation id", correlation_id),
+            ("$.ct", "content type", content_type),
+            ("$.ce", "content encoding", content_encoding),
+        )
+        system: list[tuple[str, str]] = []
+        for key, what, value in given:
+            if value is None:
+                continue
+            if not 1 <= len(value) <= MAX_MESSAGE_ID_CHARS or not (
+                value.isascii() and value.isprintable()
+            ):
+                msg = f"the {what} must be 1 to {MAX_MESSAGE_ID_CHARS} printable ASCII characters"
+                raise ValidationError(msg)
+            system.append((key, value))
         await self._registry.get_device(identity)  # NotFoundError
         now = self._clock.time()
         expires_at = now + ttl
-        system = (
-            ("$.mid", mid),
-            ("$.exp", datetime.fromtimestamp(expires_at, tz=UTC).isoformat()),
-        )
+        system.append(("$.exp", datetime.fromtimestamp(expires_at, tz=UTC).isoformat()))
         message = CloudMessage(
             seq=0,
             identity=identity,
@@ -207,7 +222,7 @@ class CloudToDevice:
             "cloud message queued identity=%s seq=%d mid=%s bytes=%d",
             identity,
             seq,
-            mid,
+            system[0][1],
             len(payload),
         )
         # Not taken means no live session here: the message waits for the next connection.
