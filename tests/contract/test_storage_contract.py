@@ -1016,3 +1016,32 @@ async def test_cloud_messages_table_has_its_indexes(tmp_path: Path) -> None:
     assert len(indexes) == 2
     assert any("(identity, seq)" in sql for sql in indexes.values())
     assert any("(expires_at)" in sql for sql in indexes.values())
+
+
+# --- audit log ---------------------------------------------------------------------------
+
+
+async def test_audit_records_append_read_and_refuse_rewrites(storage: Storage) -> None:
+    records = [(i, bytes([i]) * 32, b'{"seq":%d}' % i) for i in range(5)]
+    await storage.append_audit(records[:3])
+    await storage.append_audit(records[3:])
+    assert await storage.read_audit() == records
+    assert await storage.read_audit(after_seq=2, limit=1) == [records[3]]
+    assert await storage.audit_hashes() == [r[1] for r in records]
+    with pytest.raises(ConflictError):
+        await storage.append_audit([(4, b"x" * 32, b"rewritten")])
+    # The failed batch left nothing behind (one transaction).
+    with pytest.raises(ConflictError):
+        await storage.append_audit([(5, b"y" * 32, b"new"), (2, b"z" * 32, b"again")])
+    assert await storage.read_audit() == records
+
+
+async def test_audit_checkpoints_in_tree_order(storage: Storage) -> None:
+    assert await storage.audit_checkpoints() == []
+    await storage.put_audit_checkpoint(10, '{"tree_size":10}')
+    await storage.put_audit_checkpoint(3, '{"tree_size":3}')
+    await storage.put_audit_checkpoint(10, '{"tree_size":10,"again":1}')
+    assert await storage.audit_checkpoints() == [
+        (3, '{"tree_size":3}'),
+        (10, '{"tree_size":10,"again":1}'),
+    ]

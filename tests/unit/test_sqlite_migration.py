@@ -170,7 +170,7 @@ async def open_storage(path: Path) -> SQLiteStorage:
 async def test_version_1_database_is_migrated_and_keeps_its_data(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     path = tmp_path / "hub.db"
     make_v1_database(path)
     assert header(path) == (1, APPLICATION_ID, "1")
@@ -178,7 +178,7 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
     assert "migrated database schema" in caplog.text
-    assert "from_version=1 to_version=2" in caplog.text
+    assert "from_version=1 to_version=3" in caplog.text
 
     # The old data survived.
     assert await storage.get_device("old-dev") == DEVICE
@@ -212,7 +212,7 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     assert await storage.list_cloud_messages("old-dev") == []
     await storage.close()
 
-    assert header(path) == (2, APPLICATION_ID, "2")
+    assert header(path) == (3, APPLICATION_ID, "3")
     assert {"twins", "sessions", "cloud_messages"} <= tables(path)
 
 
@@ -253,7 +253,7 @@ async def test_version_1_database_left_by_a_crash_is_migrated(tmp_path: Path) ->
     assert await storage.get_device("old-dev") == DEVICE
     assert await storage.last_seq() == 3
     await storage.close()
-    assert header(copy / "hub.db")[0] == 2
+    assert header(copy / "hub.db")[0] == 3
 
 
 async def test_failed_migration_leaves_version_1_untouched(tmp_path: Path) -> None:
@@ -314,12 +314,12 @@ async def test_migration_notices_a_concurrent_migration(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _migrate(conn, path, 1)
-        assert header(path) == (2, APPLICATION_ID, "2")
+        assert header(path) == (3, APPLICATION_ID, "3")
         _migrate(conn, path, 1)  # would fail with "table twins already exists" if repeated
         assert not conn.in_transaction
     finally:
         conn.close()
-    assert header(path) == (2, APPLICATION_ID, "2")
+    assert header(path) == (3, APPLICATION_ID, "3")
 
 
 async def test_migration_refuses_a_version_that_changed_under_it(tmp_path: Path) -> None:

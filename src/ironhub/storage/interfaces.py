@@ -382,6 +382,32 @@ class Storage(Protocol):
         """How many tokens were ever created (0 means the hub is uninitialised)."""
         ...
 
+    # --- audit log ---------------------------------------------------------------------------
+    async def append_audit(self, records: Sequence[tuple[int, bytes, bytes]]) -> None:
+        """Append audit records ``(seq, hash, body)`` in one transaction, durable on return.
+
+        ``ConflictError`` if a seq is already stored (the log is append-only).
+        """
+        ...
+
+    async def read_audit(
+        self, *, after_seq: int = -1, limit: int = 1000
+    ) -> list[tuple[int, bytes, bytes]]:
+        """Audit records ``(seq, hash, body)`` with ``seq > after_seq``, in order."""
+        ...
+
+    async def audit_hashes(self) -> list[bytes]:
+        """Every audit record hash in seq order (the Merkle tree's leaves)."""
+        ...
+
+    async def put_audit_checkpoint(self, tree_size: int, body: str) -> None:
+        """Store a signed checkpoint (its JSON) for ``tree_size``, replacing one of that size."""
+        ...
+
+    async def audit_checkpoints(self) -> list[tuple[int, str]]:
+        """Every stored checkpoint ``(tree_size, JSON)``, smallest tree first."""
+        ...
+
     # --- message log ------------------------------------------------------------------------
     def append(self, entry: LogEntry) -> asyncio.Future[int]:
         """Queue ``entry`` for the next group commit; never blocks.

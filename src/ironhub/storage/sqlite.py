@@ -115,7 +115,7 @@ _T = TypeVar("_T")
 #: ``PRAGMA application_id`` of every ironhub database: the ASCII bytes ``IRHB``.
 APPLICATION_ID: Final = 0x49524842
 #: The schema this code reads and writes (``PRAGMA user_version`` and ``meta.schema_version``).
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_BYTES: Final = 100
@@ -128,6 +128,7 @@ _TABLES_V1: Final = frozenset({"meta", "devices", "cas", "tokens", "messages"})
 _TABLES: Final = {
     1: _TABLES_V1,
     2: _TABLES_V1 | {"twins", "sessions", "cloud_messages"},
+    3: _TABLES_V1 | {"twins", "sessions", "cloud_messages", "audit_records", "audit_checkpoints"},
 }
 
 #: The tables of schema version 1, unchanged since (the previous release created exactly these).
@@ -213,9 +214,24 @@ _TABLES_V2_STATEMENTS: Final = (
     "CREATE INDEX cloud_messages_by_expiry ON cloud_messages (expires_at)",
 )
 
+#: What schema version 3 adds: the audit log (docs/adr/0010). ``body`` holds the canonical
+#: record bytes the hash covers, so what is verified is exactly what was stored.
+_TABLES_V3_STATEMENTS: Final = (
+    """CREATE TABLE audit_records (
+    seq INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL,
+    body BLOB NOT NULL
+)""",
+    """CREATE TABLE audit_checkpoints (
+    tree_size INTEGER PRIMARY KEY,
+    body TEXT NOT NULL
+)""",
+)
+
 _SCHEMA: Final = (
     _TABLES_V1_SQL
     + "".join(f"{statement};\n" for statement in _TABLES_V2_STATEMENTS)
+    + "".join(f"{statement};\n" for statement in _TABLES_V3_STATEMENTS)
     + f"""
 INSERT INTO meta (key, value) VALUES
     ('application', 'ironhub'),
@@ -483,7 +499,8 @@ _MIGRATIONS: Final = {
             " reported_version, version, updated_at)"
             " SELECT device_id, '{}', '{}', 1, '{}', 1, 1, updated_at FROM devices"
         ),
-    )
+    ),
+    2: _TABLES_V3_STATEMENTS,
 }
 
 
@@ -1304,6 +1321,90 @@ class SQLiteStorage:
                 _TWIN_SELECT + " WHERE identity > ? ORDER BY identity LIMIT ?", (after, limit)
             ).fetchall()
             return [_twin_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    # --- audit log --------------------------------------------------------------------------
+    async def append_audit(self, records: Sequence[tuple[int, bytes, bytes]]) -> None:
+        """Append audit records ``(seq, hash, body)`` in one transaction; committed on return.
+
+        Raises:
+            ConflictError: a seq is already stored (the log is append-only).
+            StorageError: the write failed.
+        """
+        rows = list(records)
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.executemany(
+                    "INSERT INTO audit_records (seq, hash, body) VALUES (?, ?, ?)", rows
+                )
+            except sqlite3.IntegrityError:
+                raise ConflictError("an audit record with this position exists") from None
+
+        await self._write(run)
+
+    async def read_audit(
+        self, *, after_seq: int = -1, limit: int = 1000
+    ) -> list[tuple[int, bytes, bytes]]:
+        """Audit records with ``seq > after_seq`` in order; at most ``limit``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[tuple[int, bytes, bytes]]:
+            rows = conn.execute(
+                "SELECT seq, hash, body FROM audit_records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, max(0, limit)),
+            ).fetchall()
+            return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+        return await self._read(run)
+
+    async def audit_hashes(self) -> list[bytes]:
+        """Every audit record hash in seq order.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[bytes]:
+            return [
+                bytes(row[0]) for row in conn.execute("SELECT hash FROM audit_records ORDER BY seq")
+            ]
+
+        return await self._read(run)
+
+    async def put_audit_checkpoint(self, tree_size: int, body: str) -> None:
+        """Store a signed checkpoint for ``tree_size``; committed on return.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO audit_checkpoints (tree_size, body) VALUES (?, ?)",
+                (tree_size, body),
+            )
+
+        await self._write(run)
+
+    async def audit_checkpoints(self) -> list[tuple[int, str]]:
+        """Every stored checkpoint, smallest tree first.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+            return [
+                (int(row[0]), str(row[1]))
+                for row in conn.execute(
+                    "SELECT tree_size, body FROM audit_checkpoints ORDER BY tree_size"
+                )
+            ]
 
         return await self._read(run)
 
