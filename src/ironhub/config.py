@@ -31,6 +31,7 @@ from ironhub.errors import ConfigError
 
 __all__ = [
     "APIConfig",
+    "AuditConfig",
     "HubConfig",
     "LimitsConfig",
     "MQTTConfig",
@@ -131,6 +132,18 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """The tamper-evident audit log (docs/adr/0010)."""
+
+    #: Sign a checkpoint after this many new records, or this long after a new record.
+    checkpoint_interval_records: int = 1000
+    checkpoint_interval_seconds: float = 60.0
+    #: A file outside the data directory to which every signed checkpoint is appended (the
+    #: operator's witness: truncating the whole tail of the log then shows). Empty: none.
+    witness_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     """Everything one hub process needs to know."""
 
@@ -142,6 +155,7 @@ class HubConfig:
     api: APIConfig = field(default_factory=APIConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def hostname(self) -> str:
@@ -159,6 +173,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "mqtt": MQTTConfig,
     "api": APIConfig,
     "limits": LimitsConfig,
+    "audit": AuditConfig,
     "storage": StorageConfig,
 }
 

@@ -16,6 +16,9 @@ Every exception raised on purpose by ironhub derives from :class:`IronhubError`:
     ├── DeviceResponseError         the device answered with something unusable (methods: 502)
     ├── TrustError                  X.509 / PKI material is invalid or does not chain
     ├── SealingError                sealed key material cannot be opened (wrong KEK or tampered)
+    ├── AuditError                  the tamper-evident audit log
+    │   └── AuditIntegrityError     the log, a proof or a checkpoint does not verify: the log lies
+    │       └── AuditFormatError    a line or record is unparsable or not in canonical form
     ├── StorageError                the storage backend failed; callers fail closed
     │   └── CorruptDatabaseError    the database is unreadable, truncated or of a foreign schema
     └── RegistryError               a registry operation was refused
@@ -30,6 +33,9 @@ Messages never contain secrets, keys or payload bytes (STYLE.md).
 from __future__ import annotations
 
 __all__ = [
+    "AuditError",
+    "AuditFormatError",
+    "AuditIntegrityError",
     "AuthenticationError",
     "AuthorizationError",
     "ConfigError",
@@ -135,6 +141,39 @@ class TrustError(IronhubError):
 
 class SealingError(IronhubError):
     """Sealed key material could not be opened: wrong key-encryption key or tampering."""
+
+
+class AuditError(IronhubError):
+    """Root of the audit log errors.
+
+    I/O is not audit code's business: a storage failure while reading or writing the log is a
+    :class:`StorageError`, never an :class:`AuditError` (python-tuf keeps "the repository
+    lies" apart from "the download failed" in the same way).
+    """
+
+
+class AuditIntegrityError(AuditError):
+    """The audit log, an inclusion or consistency proof, or a checkpoint does not verify.
+
+    The log lies: something was altered, removed, inserted, reordered or forged.
+
+    Attributes:
+        position: when known, the position (``seq``) of the first record that is wrong or
+            missing; ``None`` when the problem cannot be pinned to a record (a header, a
+            checkpoint, a proof).
+        line: when known, the 1-based line of an export on which the problem shows.
+    """
+
+    def __init__(
+        self, message: str, *, position: int | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.position = position
+        self.line = line
+
+
+class AuditFormatError(AuditIntegrityError):
+    """A line, record, checkpoint or header cannot be parsed, or is not in canonical form."""
 
 
 class StorageError(IronhubError):

@@ -53,6 +53,18 @@ class Metrics:
         self.twin_updates_total = Counter(
             "ironhub_twin_updates", "Twin changes by section source", ["source"], registry=r
         )
+        self.audit_healthy = Gauge(
+            "ironhub_audit_healthy",
+            "1 while the audit log's last write succeeded; 0 raises the alarm",
+            registry=r,
+        )
+        self.audit_healthy.set(1)
+        self.audit_records_total = Counter(
+            "ironhub_audit_records", "Audit records committed", registry=r
+        )
+        self.audit_failed_batches_total = Counter(
+            "ironhub_audit_failed_batches", "Audit batches that could not be written", registry=r
+        )
         self.commit_batch_size = Histogram(
             "ironhub_commit_batch_size",
             "Log entries per group commit",

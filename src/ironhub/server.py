@@ -30,12 +30,21 @@ from pathlib import Path
 
 import uvicorn
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from starlette.applications import Starlette
 
 from ironhub import pki
 from ironhub.access.tokens import TokenService
 from ironhub.api import close_streams
 from ironhub.api.app import create_app
+from ironhub.audit.service import AuditLog
 from ironhub.clock import SYSTEM_CLOCK, Clock
 from ironhub.config import HubConfig
 from ironhub.errors import ConfigError, IronhubError, TrustError
@@ -91,6 +100,16 @@ class DataFiles:
     def kek(self) -> Path:
         """The key-encryption key."""
         return self.root / "kek.key"
+
+    @property
+    def audit_key(self) -> Path:
+        """The Ed25519 key that signs audit checkpoints."""
+        return self.root / "audit.key"
+
+    @property
+    def audit_public_key(self) -> Path:
+        """Its public half: what `ironhub audit verify --public-key` needs."""
+        return self.root / "audit.pub"
 
     @property
     def database(self) -> Path:
@@ -220,6 +239,7 @@ def ensure_trust_material(
     ca_key_loaded = pki.load_private_key_pem(_check_secret_file(files.ca_key))
     ca_cert_loaded = pki.parse_certificate_pem(files.ca_cert.read_bytes())
 
+    _ensure_audit_key(files)
     renew = True
     if files.server_cert.exists() and files.server_key.exists():
         server_key_pem = _check_secret_file(files.server_key)
@@ -241,6 +261,38 @@ def ensure_trust_material(
     return created
 
 
+def _ensure_audit_key(files: DataFiles) -> None:
+    """Create the audit key on first start, or when a data dir from before the audit log gets it.
+
+    Raises:
+        ConfigError: the private key is missing while its public key exists (a silent new
+            key would make the existing checkpoints unverifiable).
+    """
+    if not files.audit_key.exists():
+        if files.audit_public_key.exists():
+            raise ConfigError(
+                f"{files.audit_key} is missing but its public key exists; refusing to create a "
+                "new audit key (the existing checkpoints would no longer verify)"
+            )
+        key = Ed25519PrivateKey.generate()
+        _write_secret(
+            files.audit_key,
+            key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
+        )
+        _write_public(
+            files.audit_public_key,
+            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+        )
+        logger.info("created the audit signing key path=%s", files.audit_key)
+
+
+def _load_audit_key(files: DataFiles) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(_check_secret_file(files.audit_key), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{files.audit_key}: not an Ed25519 private key")
+    return key
+
+
 async def _open_services(config: HubConfig, clock: Clock) -> Services:
     files = DataFiles(config.data_dir)
     metrics = Metrics()
@@ -251,6 +303,23 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
     tokens = TokenService(storage, clock)
     log = MessageLog(storage, clock, metrics)
     await log.start()
+    audit = AuditLog(
+        storage,
+        clock,
+        signing_key=_load_audit_key(files),
+        origin=f"ironhub-audit/{config.hostname}",
+        checkpoint_records=config.audit.checkpoint_interval_records,
+        checkpoint_seconds=config.audit.checkpoint_interval_seconds,
+        witness_path=Path(config.audit.witness_path) if config.audit.witness_path else None,
+        metrics=metrics,
+    )
+    try:
+        # Refuses a log that does not verify: the hub does not start on it (fail closed).
+        await audit.open()
+    except BaseException:
+        await log.close()
+        await storage.close()
+        raise
     commands = CommandBus()
     return Services(
         config=config,
@@ -260,6 +329,7 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         registry=registry,
         tokens=tokens,
         log=log,
+        audit=audit,
         commands=commands,
         twins=TwinService(
             storage, registry, commands, clock, limits=config.limits, metrics=metrics
@@ -285,9 +355,10 @@ async def _init_async(data_dir: Path, hostnames: tuple[str, ...]) -> InitResult:
     services = await _open_services(config, SYSTEM_CLOCK)
     try:
         token = await services.tokens.bootstrap_admin()
+        if token is not None:
+            await _audit_hub_event(services, "hub-init")
     finally:
-        await services.log.close()
-        await services.storage.close()
+        await _close_services(services)
     return InitResult(
         created=created,
         data_dir=data_dir,
@@ -390,8 +461,21 @@ class RunningHub:
             await self.services.c2d.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self.api_task, timeout=10)
-        await self.services.log.close()
-        await self.services.storage.close()
+        with contextlib.suppress(IronhubError):
+            await _audit_hub_event(self.services, "hub-stop")
+        await _close_services(self.services)
+
+
+async def _audit_hub_event(services: Services, action: str) -> None:
+    if services.audit is not None:
+        await services.audit.record(actor_kind="hub", actor="hub", action=action)
+
+
+async def _close_services(services: Services) -> None:
+    if services.audit is not None:
+        await services.audit.close()
+    await services.log.close()
+    await services.storage.close()
 
 
 async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> RunningHub:
@@ -406,6 +490,7 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
     ensure_trust_material(config.data_dir, config.hostnames, clock=clock)
     services = await _open_services(config, clock)
     token = await services.tokens.bootstrap_admin()
+    await _audit_hub_event(services, "hub-init" if token is not None else "hub-start")
     tls_files = ServerTLSFiles(files.server_cert, files.server_key)
     trust = _TrustStore(tls_files, services)
     await trust.rebuild()
@@ -437,8 +522,7 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
             await endpoint.stop()
             if services.c2d is not None:
                 await services.c2d.stop()
-            await services.log.close()
-            await services.storage.close()
+            await _close_services(services)
             api_task.result()
             raise ConfigError(f"the API could not listen on {config.api.host}:{config.api.port}")
         await asyncio.sleep(0.01)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ironhub.access.tokens import TokenService
+    from ironhub.audit.service import AuditLog
     from ironhub.clock import Clock
     from ironhub.config import HubConfig
     from ironhub.hub.c2d import CloudToDevice
@@ -56,6 +57,7 @@ class Services:
     tokens: TokenService
     log: MessageLog
     endpoint: EndpointView | None = None
+    audit: AuditLog | None = None
     commands: CommandBus | None = None
     twins: TwinService | None = None
     methods: MethodService | None = None

@@ -1,10 +1,11 @@
 """Pure packages never import I/O, clocks, threads or asyncio (STYLE.md, ARCHITECTURE.md).
 
 The protocol and security rules live in pure code that only ever receives values: the codecs,
-the PKI policy and key sealing. The services wire them to sockets, files and clocks. This test
-reads the pure modules' source with ``ast`` (nothing is imported, so a module cannot hide an
-import behind a side effect) and fails on any import of a forbidden module, including imports
-under ``if TYPE_CHECKING``, inside functions, and through ``__import__`` or ``importlib``.
+the PKI policy, key sealing and the audit chain. The services wire them to sockets, files and
+clocks. This test reads the pure modules' source with ``ast`` (nothing is imported, so a module
+cannot hide an import behind a side effect) and fails on any import of a forbidden module,
+including imports under ``if TYPE_CHECKING``, inside functions, and through ``__import__`` or
+``importlib``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ironhub"
 PURE = (
     *sorted((SRC / "codec").rglob("*.py")),
     *sorted((SRC / "pki").rglob("*.py")),
+    *sorted((SRC / "audit").glob("_*.py")),  # the audit chain; its service is not pure
     SRC / "registry" / "sealing.py",
     SRC / "registry" / "twin.py",
     SRC / "registry" / "query.py",
     SRC / "hub" / "outbound.py",
     SRC / "hub" / "ratelimit.py",
+    SRC / "access" / "policy.py",
+    SRC / "access" / "roles.py",
+    SRC / "access" / "_common_passwords.py",
 )
 
 # Each entry forbids the module and its submodules.

@@ -26,6 +26,7 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
+from ironhub.api._audit import AUDIT_OPERATIONS
 from ironhub.api._http import RequestError, json_response
 from ironhub.api._routes import Access, Operation, QueryParam
 from ironhub.api._tail import TailResponse, message_view
@@ -185,24 +186,11 @@ def _ca_view(record: CARecord) -> CAView:
 
 
 def _query(ctx: Context, name: str) -> str | None:
-    values = ctx.request.query_params.getlist(name)
-    if len(values) > 1:
-        raise RequestError(400, "invalid-query", f"query parameter {name!r} is repeated")
-    return values[0] if values else None
+    return ctx.query(name)
 
 
 def _query_int(ctx: Context, name: str, *, default: int, minimum: int, maximum: int) -> int:
-    text = _query(ctx, name)
-    if text is None:
-        return default
-    if not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise RequestError(400, "invalid-query", f"query parameter {name!r} must be an integer")
-    value = int(text)
-    if not minimum <= value <= maximum:
-        raise RequestError(
-            400, "invalid-query", f"query parameter {name!r} must be in {minimum}..{maximum}"
-        )
-    return value
+    return ctx.query_int(name, default=default, minimum=minimum, maximum=maximum)
 
 
 def _query_choice(ctx: Context, name: str, choices: tuple[str, ...]) -> str | None:
@@ -1180,4 +1168,6 @@ OPERATIONS: tuple[Operation, ...] = (
         handler=list_connections,
         response=ConnectionList,
     ),
+    # The audit log's routes live with their handlers (api/_audit.py).
+    *AUDIT_OPERATIONS,
 )

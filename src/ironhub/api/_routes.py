@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ironhub.api._http import decode_json, read_body, require_json_media_type
+from ironhub.api._http import RequestError, decode_json, read_body, require_json_media_type
 from ironhub.storage.interfaces import LogEntry, Stream
 
 if TYPE_CHECKING:
@@ -125,14 +125,30 @@ class APIState:
 async def record_security_event(
     services: Services, properties: tuple[tuple[str, str], ...], *, device_id: str | None = None
 ) -> int:
-    """Append a security-stream record and wait until it is committed.
+    """Record an operator event in the audit log and on the security stream, durably.
+
+    The audit log (hash-chained, signed checkpoints) is written first: an action is never
+    acknowledged before its audit record is durable (issue 4). The security stream keeps the
+    same event for live tails and consumers.
 
     Returns:
-        The sequence number of the record.
+        The sequence number of the security-stream record.
 
     Raises:
-        StorageError: the record could not be committed.
+        StorageError: either record could not be committed (the caller fails closed).
     """
+    if services.audit is not None:
+        props = dict(properties)
+        event = props.get("event", "operator-event")
+        await services.audit.record(
+            actor_kind="operator",
+            actor=props.get("actor", "-"),
+            action=props.get("action", event),
+            target=props.get("target", props.get("operation", props.get("path", "-"))),
+            outcome="ok" if event == "operator-action" else "refused",
+            source=props.get("peer", "-"),
+            reason=props.get("reason", props.get("role", "-")),
+        )
     entry = LogEntry(
         stream=Stream.SECURITY,
         device_id=device_id,
@@ -158,6 +174,40 @@ class Context:
     def services(self) -> Services:
         """The hub's services."""
         return self.state.services
+
+    def query(self, name: str) -> str | None:
+        """The query parameter ``name``, or ``None``.
+
+        Raises:
+            RequestError: 400 when it is repeated (two readers could pick different ones).
+        """
+        values = self.request.query_params.getlist(name)
+        if len(values) > 1:
+            raise RequestError(400, "invalid-query", f"query parameter {name!r} is repeated")
+        return values[0] if values else None
+
+    def query_int(
+        self, name: str, *, default: int | None = None, minimum: int, maximum: int
+    ) -> int:
+        """The integer query parameter ``name`` (``default`` when absent; required if None).
+
+        Raises:
+            RequestError: 400 when missing (and required), not a decimal integer, or out of
+                ``minimum..maximum``.
+        """
+        text = self.query(name)
+        if text is None:
+            if default is None:
+                raise RequestError(400, "invalid-query", f"query parameter {name!r} is required")
+            return default
+        if not text.isascii() or not text.isdigit() or len(text) > 19:
+            raise RequestError(400, "invalid-query", f"query parameter {name!r} must be an integer")
+        value = int(text)
+        if not minimum <= value <= maximum:
+            raise RequestError(
+                400, "invalid-query", f"query parameter {name!r} must be in {minimum}..{maximum}"
+            )
+        return value
 
     def path_param(self, name: str) -> str:
         """The path parameter ``name`` (routing guarantees it exists).

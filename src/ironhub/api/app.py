@@ -212,6 +212,29 @@ def _check_query(request: Request, op: Operation) -> None:
             raise RequestError(400, "invalid-query", f"unknown query parameter {name[:64]!r}")
 
 
+async def _record_request(state: APIState, op: Operation, actor: TokenRecord, peer: str) -> None:
+    """Record a privileged request in the audit log *before* it runs.
+
+    If the audit log cannot be written, the request fails with 503 and nothing happens: a
+    privileged operation never runs unrecorded (issue 4, fail closed). The handler records the
+    completed action as well (``Context.audit``).
+
+    Raises:
+        StorageError: the audit log is unwritable.
+    """
+    audit = state.services.audit
+    if audit is not None:
+        await audit.record(
+            actor_kind="operator",
+            actor=actor.name,
+            action="operator-request",
+            target=op.operation_id,
+            outcome="ok",
+            source=peer,
+            reason="-",
+        )
+
+
 def _dispatch(handlers: dict[str, Endpoint]) -> Endpoint:
     async def dispatch(request: Request) -> Response:
         # Starlette has checked the method already; HEAD is served as GET without a body.
@@ -229,6 +252,8 @@ def _endpoint(state: APIState, op: Operation) -> Endpoint:
             if op.access is not Access.PUBLIC:
                 actor = await _authorize(state, op, request)
             _check_query(request, op)
+            if op.access is Access.ADMIN and actor is not None:
+                await _record_request(state, op, actor, peer)
             return await op.handler(Context(request, state, op, actor, peer))
         except IronhubError as exc:
             problem = problem_for(exc)

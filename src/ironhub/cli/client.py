@@ -31,7 +31,7 @@ import ssl
 import stat
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ironhub.errors import IronhubError
 
@@ -565,6 +565,30 @@ class HubClient:
         )
 
     # --- server-sent events ---------------------------------------------------------------
+
+    def download(self, path: str, out: BinaryIO, *, timeout_seconds: float = 300.0) -> int:
+        """Copy a streamed answer (e.g. ``/audit/export``) into ``out``; the bytes copied.
+
+        Raises:
+            HubUnreachableError: the API could not be reached or broke off the answer.
+            ClientAuthError: the API answered 401 or 403.
+            APIError: the API answered any other error.
+        """
+        conn, response = self._open(
+            "GET", path, query=None, body=None, accept="*/*", timeout=timeout_seconds
+        )
+        copied = 0
+        try:
+            if response.status >= 400:
+                raise self._error_from(response.status, response.reason, response.read())
+            while chunk := response.read(65536):
+                out.write(chunk)
+                copied += len(chunk)
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from None
+        finally:
+            conn.close()
+        return copied
 
     def events(
         self,

@@ -1378,3 +1378,7 @@ def connections(client: HubClient, out: Output) -> None:
             for c in answer["connections"]
         ]
         out.table(("DEVICE", "PEER", "AUTH", "SINCE (UTC)", "KEEP-ALIVE (S)"), rows)
+
+
+# Command groups that live in their own modules register themselves on ``cli`` when imported.
+from ironhub.cli import audit as _audit_commands  # noqa: E402, F401

@@ -353,6 +353,13 @@ class DeviceEndpoint:
         logger.info(
             "security event=%s peer=%s device_id=%s %s", event, peer_host, device_id, fields
         )
+        self._audit(
+            action=event,
+            actor=device_id or fields.get("client_id", "-"),
+            outcome="refused",
+            source=peer_host,
+            reason=fields.get("reason", "-"),
+        )
         self._append(
             LogEntry(
                 stream=Stream.SECURITY,
@@ -366,6 +373,13 @@ class DeviceEndpoint:
     def lifecycle_event(self, device_id: str, event: str, **fields: str) -> None:
         """Record a connection lifecycle event in the log."""
         logger.info("lifecycle event=%s device_id=%s %s", event, device_id, fields)
+        self._audit(
+            action=event,
+            actor=device_id,
+            outcome="ok",
+            source=fields.get("peer", fields.get("new_peer", "-")),
+            reason=fields.get("reason", "-"),
+        )
         self._append(
             LogEntry(
                 stream=Stream.LIFECYCLE,
@@ -375,6 +389,23 @@ class DeviceEndpoint:
                 properties=(("event", event), *fields.items()),
             )
         )
+
+    def _audit(self, *, action: str, actor: str, outcome: str, source: str, reason: str) -> None:
+        # Device security and lifecycle events go to the audit log too (issue 4); the
+        # connection never waits for it, a failure is logged (the audit log raises its alarm).
+        audit = self._services.audit
+        if audit is None:
+            return
+        future = audit.append_nowait(
+            actor_kind="device",
+            actor=actor,
+            action=action,
+            target=actor,
+            outcome=outcome,
+            source=source,
+            reason=reason,
+        )
+        future.add_done_callback(_log_append_failure)
 
     def acknowledged(self, device_id: str, packet_ids: list[int]) -> None:
         """PUBACKs were written for these publishes."""
