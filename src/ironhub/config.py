@@ -31,6 +31,7 @@ from ironhub.errors import ConfigError
 
 __all__ = [
     "APIConfig",
+    "AccessConfig",
     "AuditConfig",
     "HubConfig",
     "LimitsConfig",
@@ -144,6 +145,34 @@ class AuditConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """Operator accounts, logins and sessions (docs/adr/0011; defaults in access/policy.py).
+
+    Lockout defaults follow :class:`~ironhub.access.policy.LockoutPolicy`, session limits
+    :class:`~ironhub.access.policy.SessionPolicy`, password age and reuse
+    :class:`~ironhub.access.policy.PasswordPolicy`.
+    """
+
+    #: Failed logins within the window that lock an account, or a source address.
+    lockout_failures_per_account: int = 5
+    lockout_failures_per_source: int = 20
+    lockout_window_seconds: float = 900.0
+    #: How long a lock lasts.
+    lockout_seconds: float = 900.0
+    #: Session lifetime from login, and its idle timeout.
+    session_lifetime_seconds: float = 8 * 3600.0
+    session_idle_seconds: float = 1800.0
+    #: A password older than this must be changed at the next login (0: never expires).
+    password_max_age_days: float = 90.0
+    #: Previous passwords a new one must differ from.
+    password_history: int = 5
+    #: An account unused this long makes its next login a security event.
+    inactive_after_days: float = 30.0
+    #: Password hashes (argon2id, 128 MiB each) computed at once; more logins wait.
+    max_concurrent_hashes: int = 2
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     """Everything one hub process needs to know."""
 
@@ -156,6 +185,7 @@ class HubConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     @property
     def hostname(self) -> str:
@@ -175,6 +205,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "audit": AuditConfig,
     "storage": StorageConfig,
+    "access": AccessConfig,
 }
 
 

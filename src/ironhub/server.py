@@ -41,13 +41,15 @@ from cryptography.hazmat.primitives.serialization import (
 from starlette.applications import Starlette
 
 from ironhub import pki
+from ironhub.access.operators import FIRST_ADMIN, OperatorService
+from ironhub.access.policy import LockoutPolicy, PasswordPolicy, SessionPolicy
 from ironhub.access.tokens import TokenService
 from ironhub.api import close_streams
 from ironhub.api.app import create_app
 from ironhub.audit.service import AuditLog
 from ironhub.clock import SYSTEM_CLOCK, Clock
-from ironhub.config import HubConfig
-from ironhub.errors import ConfigError, IronhubError, TrustError
+from ironhub.config import AccessConfig, HubConfig
+from ironhub.errors import ConfigError, IronhubError, TrustError, ValidationError
 from ironhub.hub.c2d import CloudToDevice
 from ironhub.hub.commands import CommandBus
 from ironhub.hub.endpoint import DeviceEndpoint
@@ -128,6 +130,8 @@ class InitResult:
     first_admin_token: str | None
     mqtt: str
     api_url: str
+    #: The one-time password of the ``admin`` operator account, on the run that creates it.
+    first_admin_password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,7 @@ class ServeInfo:
     mqtt: str
     api_url: str
     first_admin_token: str | None
+    first_admin_password: str | None = None
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -294,13 +299,14 @@ def _load_audit_key(files: DataFiles) -> Ed25519PrivateKey:
 
 
 async def _open_services(config: HubConfig, clock: Clock) -> Services:
+    password_policy, lockout_policy, session_policy = access_policies(config.access)
     files = DataFiles(config.data_dir)
     metrics = Metrics()
     storage = SQLiteStorage(files.database, config.storage, clock, metrics)
     await storage.open()
     kek = _check_secret_file(files.kek)
     registry = Registry(storage, kek, clock)
-    tokens = TokenService(storage, clock)
+    tokens = TokenService(storage, clock, session_policy)
     log = MessageLog(storage, clock, metrics)
     await log.start()
     audit = AuditLog(
@@ -331,6 +337,17 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         log=log,
         audit=audit,
         commands=commands,
+        operators=OperatorService(
+            storage,
+            tokens,
+            kek,
+            clock,
+            audit,
+            password_policy=password_policy,
+            lockout_policy=lockout_policy,
+            inactive_after_seconds=config.access.inactive_after_days * 86400.0,
+            max_concurrent_hashes=config.access.max_concurrent_hashes,
+        ),
         twins=TwinService(
             storage, registry, commands, clock, limits=config.limits, metrics=metrics
         ),
@@ -347,6 +364,54 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
     )
 
 
+def access_policies(config: AccessConfig) -> tuple[PasswordPolicy, LockoutPolicy, SessionPolicy]:
+    """The access rules the configuration asks for.
+
+    Raises:
+        ConfigError: the values are inconsistent (a limit of 0, an idle timeout longer than
+            the session).
+    """
+    try:
+        max_age = config.password_max_age_days * 86400.0
+        return (
+            PasswordPolicy(
+                max_age_seconds=max_age if max_age > 0 else None,
+                history=config.password_history,
+            ),
+            LockoutPolicy(
+                max_failures_per_account=config.lockout_failures_per_account,
+                max_failures_per_source=config.lockout_failures_per_source,
+                window_seconds=config.lockout_window_seconds,
+                lockout_seconds=config.lockout_seconds,
+            ),
+            SessionPolicy(
+                absolute_lifetime_seconds=config.session_lifetime_seconds,
+                idle_timeout_seconds=config.session_idle_seconds,
+            ),
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"access: {exc}") from None
+
+
+async def _bootstrap(services: Services) -> tuple[str | None, str | None]:
+    """On first start: the bootstrap admin token, ``hub-init``, the ``admin`` operator account.
+
+    Returns:
+        The token secret and the account's one-time password, each shown once; ``(None,
+        None)`` on every later start.
+    """
+    token = await services.tokens.bootstrap_admin()
+    if token is None:
+        return None, None
+    await _audit_hub_event(services, "hub-init")
+    if services.operators is None:  # pragma: no cover - every hub has operator accounts
+        return token, None
+    if await services.storage.get_operator(FIRST_ADMIN) is not None:
+        return token, None
+    password, _ = await services.operators.add(FIRST_ADMIN, ("admin",))
+    return token, password
+
+
 async def _init_async(data_dir: Path, hostnames: tuple[str, ...]) -> InitResult:
     from ironhub.config import load_config  # noqa: PLC0415 - avoid a cycle at import
 
@@ -354,9 +419,7 @@ async def _init_async(data_dir: Path, hostnames: tuple[str, ...]) -> InitResult:
     created = ensure_trust_material(data_dir, config.hostnames)
     services = await _open_services(config, SYSTEM_CLOCK)
     try:
-        token = await services.tokens.bootstrap_admin()
-        if token is not None:
-            await _audit_hub_event(services, "hub-init")
+        token, password = await _bootstrap(services)
     finally:
         await _close_services(services)
     return InitResult(
@@ -367,6 +430,7 @@ async def _init_async(data_dir: Path, hostnames: tuple[str, ...]) -> InitResult:
         first_admin_token=token,
         mqtt=f"{config.mqtt.host}:{config.mqtt.port}",
         api_url=f"https://{_url_host(config.api.host)}:{config.api.port}",
+        first_admin_password=password,
     )
 
 
@@ -489,8 +553,9 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
     files = DataFiles(config.data_dir)
     ensure_trust_material(config.data_dir, config.hostnames, clock=clock)
     services = await _open_services(config, clock)
-    token = await services.tokens.bootstrap_admin()
-    await _audit_hub_event(services, "hub-init" if token is not None else "hub-start")
+    token, password = await _bootstrap(services)
+    if token is None:
+        await _audit_hub_event(services, "hub-start")
     tls_files = ServerTLSFiles(files.server_cert, files.server_key)
     trust = _TrustStore(tls_files, services)
     await trust.rebuild()
@@ -534,6 +599,7 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
         mqtt=f"{host}:{port}",
         api_url=f"https://{_url_host(config.api.host)}:{api_port}",
         first_admin_token=token,
+        first_admin_password=password,
     )
     return RunningHub(services, endpoint, app, api, api_task, info)
 

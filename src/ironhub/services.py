@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ironhub.access.operators import OperatorService
     from ironhub.access.tokens import TokenService
     from ironhub.audit.service import AuditLog
     from ironhub.clock import Clock
@@ -62,3 +63,4 @@ class Services:
     twins: TwinService | None = None
     methods: MethodService | None = None
     c2d: CloudToDevice | None = None
+    operators: OperatorService | None = None

@@ -66,7 +66,7 @@ def token(token_id: str = "t1", token_hash: bytes = b"h" * 32, **overrides: obje
         "token_id": token_id,
         "name": "ci",
         "token_hash": token_hash,
-        "role": "admin",
+        "roles": ("admin",),
         "created_at": 10.0,
         "expires_at": 1000.0,
     }

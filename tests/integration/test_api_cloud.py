@@ -150,7 +150,7 @@ async def insert_token(hub: RunningHub, role: str) -> str:
         token_id=secrets.token_hex(8),
         name=f"{role}-token",
         token_hash=hashlib.sha256(secret.encode()).digest(),
-        role=role,
+        roles=(role,),
         created_at=hub.services.clock.time(),
     )
     await hub.services.storage.insert_token(record)
@@ -569,7 +569,7 @@ async def test_a_reader_token_reads_but_changes_nothing(api: HubAPI, hub: Runnin
     await create_device(api, "dev1")
     await create_module(api, "dev1", "mod1")
     await api.ok("POST", "/devices/dev1/messages/cloud", {"body": "queued"}, status=201)
-    reader = await insert_token(hub, "reader")
+    reader = await insert_token(hub, "viewer")
     for path in (
         "/devices/dev1/twin",
         "/devices/dev1/modules/mod1/twin",

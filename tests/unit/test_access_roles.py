@@ -27,7 +27,17 @@ DEVICE_DATA_WRITES = frozenset(
 )
 SECURITY_CONTROLS = frozenset({P.OPERATORS_MANAGE, P.TOKENS_MANAGE})
 
-VIEWER = {P.DEVICES_READ, P.TWINS_READ, P.MESSAGES_READ, P.CAS_READ, P.AUDIT_READ, P.METRICS_READ}
+VIEWER = {
+    P.DEVICES_READ,
+    P.TWINS_READ,
+    P.MESSAGES_READ,
+    P.CAS_READ,
+    P.AUDIT_READ,
+    P.METRICS_READ,
+    P.ACCOUNT_SELF,
+}
+#: What every role for people holds besides reads: its own account.
+SELF = frozenset({P.ACCOUNT_SELF})
 
 # The whole matrix, written out once more by hand: a change to a role must change this too.
 EXPECTED: dict[Role, set[Permission]] = {
@@ -77,6 +87,7 @@ def test_permission_names_are_stable() -> None:
         "metrics:read",
         "service:connect",
         "device:connect",
+        "account:self",
     ]
 
 
@@ -134,11 +145,11 @@ def test_operator_roles_form_a_hierarchy() -> None:
 
 def test_read_only_roles_only_read() -> None:
     for role in (Role.VIEWER, Role.REGISTRY_READ):
-        assert ROLE_PERMISSIONS[role] <= READS, role
+        assert ROLE_PERMISSIONS[role] <= READS | SELF, role
 
 
 def test_viewer_reads_everything_readable() -> None:
-    assert ROLE_PERMISSIONS[Role.VIEWER] == READS
+    assert ROLE_PERMISSIONS[Role.VIEWER] == READS | SELF
 
 
 def test_only_admin_and_registry_write_disclose_keys() -> None:
@@ -395,6 +406,18 @@ ROUTE_PERMISSIONS: dict[str, Permission | None] = {
     "auditInclusionProof": P.AUDIT_READ,
     "auditConsistencyProof": P.AUDIT_READ,
     "exportAudit": P.AUDIT_EXPORT,
+    "login": None,
+    "logout": P.ACCOUNT_SELF,
+    "rotatePassword": P.ACCOUNT_SELF,
+    "beginMFA": P.ACCOUNT_SELF,
+    "confirmMFA": P.ACCOUNT_SELF,
+    "listOperators": P.OPERATORS_MANAGE,
+    "createOperator": P.OPERATORS_MANAGE,
+    "disableOperator": P.OPERATORS_MANAGE,
+    "resetOperatorMFA": P.OPERATORS_MANAGE,
+    "createToken": P.TOKENS_MANAGE,
+    "listTokens": P.TOKENS_MANAGE,
+    "revokeToken": P.TOKENS_MANAGE,
 }
 
 
@@ -409,18 +432,15 @@ def test_route_permissions_use_read_permissions_for_gets_only() -> None:
 def test_every_served_route_maps_to_exactly_one_permission() -> None:
     # Imported here: the API pulls in Starlette, which the pure rules above do not need.
     from ironhub.api._handlers import OPERATIONS
-    from ironhub.api._routes import Access
+    from ironhub.api._routes import is_read
 
     served = {op.operation_id: op for op in OPERATIONS}
     assert set(served) == set(ROUTE_PERMISSIONS), "a route was added or removed: map it here"
+    public = {"healthz", "openapi", "login"}
     for operation_id, op in served.items():
-        permission = ROUTE_PERMISSIONS[operation_id]
-        # Consistent with today's three access levels: public routes need nothing, read routes
-        # a read permission, admin routes a write, a disclosure or an export.
-        if op.access is Access.PUBLIC:
-            assert permission is None, operation_id
-        elif op.access is Access.READ:
-            assert permission in READS, operation_id
-        else:
-            assert permission is not None, operation_id
-            assert permission not in READS, operation_id
+        # Every route declares exactly the permission of the table; only the public routes
+        # (no token at all) declare none.
+        assert op.permission == ROUTE_PERMISSIONS[operation_id], operation_id
+        assert (op.permission is None) == (operation_id in public), operation_id
+        # What is not a read is recorded in the audit log before it runs.
+        assert is_read(op.permission) == (op.permission is None or op.permission in READS)

@@ -13,6 +13,7 @@ from ironhub.registry.sealing import (
     TAG_BYTES,
     device_key_aad,
     generate_kek,
+    operator_secret_aad,
     seal,
     unseal,
 )
@@ -138,3 +139,17 @@ def test_errors_never_contain_secrets() -> None:
 def test_public_surface() -> None:
     for name in sealing.__all__:
         assert hasattr(sealing, name), name
+
+
+def test_operator_secrets_are_bound_to_their_account_and_apart_from_device_keys() -> None:
+    aad = operator_secret_aad("alice", "totp")
+    blob = seal(KEK, b"secret", aad=aad)
+    assert unseal(KEK, blob, aad=aad) == b"secret"
+    for other in (
+        operator_secret_aad("bob", "totp"),
+        operator_secret_aad("alice", "other"),
+        device_key_aad("alice", "totp"),
+    ):
+        assert other != aad
+        with pytest.raises(SealingError):
+            unseal(KEK, blob, aad=other)

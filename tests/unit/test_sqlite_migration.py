@@ -23,6 +23,7 @@ from ironhub.storage.interfaces import (
     SessionRecord,
     StoredMessage,
     Stream,
+    TokenKind,
     TwinRecord,
 )
 from ironhub.storage.sqlite import APPLICATION_ID, SCHEMA_VERSION, SQLiteStorage, _migrate
@@ -170,7 +171,7 @@ async def open_storage(path: Path) -> SQLiteStorage:
 async def test_version_1_database_is_migrated_and_keeps_its_data(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     path = tmp_path / "hub.db"
     make_v1_database(path)
     assert header(path) == (1, APPLICATION_ID, "1")
@@ -178,7 +179,7 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
     assert "migrated database schema" in caplog.text
-    assert "from_version=1 to_version=3" in caplog.text
+    assert "from_version=1 to_version=4" in caplog.text
 
     # The old data survived.
     assert await storage.get_device("old-dev") == DEVICE
@@ -212,8 +213,34 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     assert await storage.list_cloud_messages("old-dev") == []
     await storage.close()
 
-    assert header(path) == (3, APPLICATION_ID, "3")
-    assert {"twins", "sessions", "cloud_messages"} <= tables(path)
+    assert header(path) == (4, APPLICATION_ID, "4")
+    assert {"twins", "sessions", "cloud_messages", "operators"} <= tables(path)
+
+
+async def test_version_1_tokens_become_role_lists_that_expire(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    make_v1_database(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(
+            "INSERT INTO tokens VALUES ('t2', 'dash', ?, 'reader', 5.0, 99.0, 0)", (b"r" * 32,)
+        )
+    finally:
+        conn.close()
+    storage = await open_storage(path)
+    try:
+        admin, reader = await storage.list_tokens()
+        # The admin token stored without expiry gets the 90-day cap from its creation.
+        assert (admin.roles, admin.expires_at, admin.kind) == (
+            ("admin",),
+            1.0 + 90 * 86400,
+            TokenKind.AUTOMATION,
+        )
+        # The API's old "reader" level is the viewer role now.
+        assert (reader.roles, reader.expires_at, reader.operator) == (("viewer",), 99.0, None)
+        assert await storage.list_operators() == []
+    finally:
+        await storage.close()
 
 
 async def test_migration_happens_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -253,7 +280,7 @@ async def test_version_1_database_left_by_a_crash_is_migrated(tmp_path: Path) ->
     assert await storage.get_device("old-dev") == DEVICE
     assert await storage.last_seq() == 3
     await storage.close()
-    assert header(copy / "hub.db")[0] == 3
+    assert header(copy / "hub.db")[0] == 4
 
 
 async def test_failed_migration_leaves_version_1_untouched(tmp_path: Path) -> None:
@@ -314,12 +341,12 @@ async def test_migration_notices_a_concurrent_migration(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _migrate(conn, path, 1)
-        assert header(path) == (3, APPLICATION_ID, "3")
+        assert header(path) == (4, APPLICATION_ID, "4")
         _migrate(conn, path, 1)  # would fail with "table twins already exists" if repeated
         assert not conn.in_transaction
     finally:
         conn.close()
-    assert header(path) == (3, APPLICATION_ID, "3")
+    assert header(path) == (4, APPLICATION_ID, "4")
 
 
 async def test_migration_refuses_a_version_that_changed_under_it(tmp_path: Path) -> None:

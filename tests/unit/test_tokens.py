@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import pytest
 import pytest_asyncio
 
-from ironhub.access.tokens import DEFAULT_TTL_SECONDS, TokenService
+from ironhub.access.tokens import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, TokenService
 from ironhub.clock import FakeClock
 from ironhub.config import StorageConfig
 from ironhub.errors import AuthenticationError, NotFoundError, ValidationError
+from ironhub.storage.interfaces import TokenKind
 from ironhub.storage.sqlite import SQLiteStorage
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ async def test_create_returns_secret_and_stores_only_its_hash(
     assert secret.startswith("ihk_")
     assert len(secret) == 47
     assert record.token_hash == hashlib.sha256(secret.encode()).digest()
-    assert record.role == "admin"
+    assert record.roles == ("admin",)
+    assert record.kind is TokenKind.AUTOMATION
     assert record.name == "ci pipeline"
     assert record.created_at == clock.time()
     assert record.expires_at == clock.time() + DEFAULT_TTL_SECONDS
@@ -76,11 +78,47 @@ async def test_authenticate_valid_token(tokens: TokenService, clock: FakeClock) 
     assert await tokens.authenticate(secret) == record
 
 
-async def test_token_without_expiry(tokens: TokenService, clock: FakeClock) -> None:
-    secret, record = await tokens.create("service", ttl_seconds=None)
-    assert record.expires_at is None
-    clock.advance(10 * 365 * 86400)
-    assert await tokens.authenticate(secret) == record
+async def test_every_token_expires_within_the_cap(tokens: TokenService, clock: FakeClock) -> None:
+    secret, record = await tokens.create("service", ttl_seconds=MAX_TTL_SECONDS)
+    assert record.expires_at == clock.time() + MAX_TTL_SECONDS
+    with pytest.raises(ValidationError, match="90 days"):
+        await tokens.create("service", ttl_seconds=MAX_TTL_SECONDS + 1)
+    clock.advance(MAX_TTL_SECONDS)
+    assert await refused(tokens, secret) == "expired"
+
+
+async def test_tokens_carry_several_roles(tokens: TokenService) -> None:
+    secret, record = await tokens.create("ci", roles=("viewer", "registry-write"))
+    assert (await tokens.authenticate(secret)).roles == ("viewer", "registry-write")
+    for roles in ((), ("viewer", "viewer"), ("viewer",) * 9):
+        with pytest.raises(ValidationError, match="roles"):
+            await tokens.create("ci", roles=roles)
+    assert record.operator is None
+
+
+async def test_sessions_end_after_idle_time_and_lifetime(
+    tokens: TokenService, clock: FakeClock
+) -> None:
+    policy = tokens.session_policy
+    secret, record = await tokens.create_session("alice", ("viewer",), must_rotate=True)
+    assert record.kind is TokenKind.SESSION
+    assert record.actor == "alice"
+    assert record.must_rotate
+    assert record.expires_at == clock.time() + policy.absolute_lifetime_seconds
+    # Used regularly, it lives until its absolute end.
+    used = 0.0
+    while used + 600 < policy.absolute_lifetime_seconds:
+        clock.advance(600)
+        used += 600
+        await tokens.authenticate(secret)
+    clock.advance(policy.absolute_lifetime_seconds - used)
+    assert await refused(tokens, secret) == "expired"
+    idle, _ = await tokens.create_session("alice", ("viewer",), must_rotate=False)
+    clock.advance(policy.idle_timeout_seconds)
+    assert await refused(tokens, idle) == "expired"
+    kept, _ = await tokens.create_session("bob", ("viewer",), must_rotate=False)
+    assert await tokens.revoke_sessions("alice") == 2
+    assert (await tokens.authenticate(kept)).operator == "bob"
 
 
 @pytest.mark.parametrize(
@@ -137,7 +175,7 @@ async def test_bad_names_are_refused(tokens: TokenService, name: str) -> None:
 
 async def test_unknown_role_is_refused(tokens: TokenService) -> None:
     with pytest.raises(ValidationError, match="role"):
-        await tokens.create("x", role="superuser")
+        await tokens.create("x", roles=("superuser",))
 
 
 @pytest.mark.parametrize("ttl", [0.0, -1.0, float("inf"), float("nan")])
@@ -151,7 +189,7 @@ async def test_bootstrap_admin_only_on_first_start(tokens: TokenService) -> None
     secret = await tokens.bootstrap_admin()
     assert secret is not None
     record = await tokens.authenticate(secret)
-    assert record.role == "admin"
+    assert record.roles == ("admin",)
     assert await tokens.bootstrap_admin() is None
     await tokens.revoke(record.token_id)
     assert await tokens.bootstrap_admin() is None  # revoking everything is not a fresh hub

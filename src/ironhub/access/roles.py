@@ -30,6 +30,7 @@ IoT Hub shared access policies (``registryRead``, ``registryReadWrite``, ``servi
     metrics:read      x      x        x         x
     service:connect                             x                        x
     device:connect                              x                                 x
+    account:self      x      x        x         x
 
 (``sec-admin`` is ``security-admin``, ``reg-read`` / ``reg-write`` are ``registry-read`` /
 ``registry-write``, ``svc-conn`` / ``dev-conn`` are ``service-connect`` / ``device-connect``; a
@@ -39,7 +40,8 @@ Why:
 
 - ``viewer`` reads everything an investigation needs (devices, twins, messages, CAs, the audit
   log, metrics) and nothing that is a secret (``keys:disclose``) or a bulk copy of the audit log
-  (``audit:export``).
+  (``audit:export``). Like every role for people it also holds ``account:self`` (one's own
+  password, MFA and session); the Azure-style roles, for services, do not.
 - ``operator`` is the viewer plus day-to-day device work: twin desired properties, direct
   methods, cloud-to-device messages, enabling and disabling a device. It cannot create or delete
   identities, see keys, manage operators or tokens, or export the audit log: a stolen operator
@@ -126,6 +128,9 @@ class Permission(StrEnum):
     SERVICE_CONNECT = "service:connect"
     #: Azure ``DeviceConnect``: connect to the device-facing endpoints as any device.
     DEVICE_CONNECT = "device:connect"
+    #: Manage one's own login: change one's password, enrol one's MFA, end one's session (the
+    #: routes under ``/operators/me`` also need an operator session, not an automation token).
+    ACCOUNT_SELF = "account:self"
 
 
 class Role(StrEnum):
@@ -151,6 +156,7 @@ _VIEWER: Final = frozenset(
         _P.CAS_READ,
         _P.AUDIT_READ,
         _P.METRICS_READ,
+        _P.ACCOUNT_SELF,
     }
 )
 

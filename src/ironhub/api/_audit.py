@@ -15,8 +15,9 @@ import msgspec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.responses import StreamingResponse
 
+from ironhub.access.roles import Permission
 from ironhub.api._http import json_response
-from ironhub.api._routes import Access, Operation, QueryParam
+from ironhub.api._routes import Operation, QueryParam
 from ironhub.audit import key_id
 from ironhub.errors import NotFoundError, StorageError
 
@@ -189,7 +190,7 @@ AUDIT_OPERATIONS: tuple[Operation, ...] = (
         path="/audit/checkpoint",
         operation_id="showAuditCheckpoint",
         summary="The newest signed checkpoint of the audit log",
-        access=Access.READ,
+        permission=Permission.AUDIT_READ,
         handler=show_checkpoint,
         response=CheckpointView,
         errors=(404,),
@@ -199,7 +200,7 @@ AUDIT_OPERATIONS: tuple[Operation, ...] = (
         path="/audit/public-key",
         operation_id="showAuditKey",
         summary="The Ed25519 key that verifies audit checkpoints",
-        access=Access.READ,
+        permission=Permission.AUDIT_READ,
         handler=show_key,
         response=AuditKeyView,
     ),
@@ -208,7 +209,7 @@ AUDIT_OPERATIONS: tuple[Operation, ...] = (
         path="/audit/records",
         operation_id="listAuditRecords",
         summary="Audit records after a position, in order",
-        access=Access.READ,
+        permission=Permission.AUDIT_READ,
         handler=list_records,
         response=AuditRecordPage,
         query=(
@@ -226,7 +227,7 @@ AUDIT_OPERATIONS: tuple[Operation, ...] = (
         path="/audit/proofs/inclusion",
         operation_id="auditInclusionProof",
         summary="RFC 9162 inclusion proof of one record",
-        access=Access.READ,
+        permission=Permission.AUDIT_READ,
         handler=inclusion,
         response=InclusionProofView,
         query=(
@@ -240,7 +241,7 @@ AUDIT_OPERATIONS: tuple[Operation, ...] = (
         path="/audit/proofs/consistency",
         operation_id="auditConsistencyProof",
         summary="RFC 9162 consistency proof between two tree sizes",
-        access=Access.READ,
+        permission=Permission.AUDIT_READ,
         handler=consistency,
         response=ConsistencyProofView,
         query=(
@@ -254,7 +255,7 @@ AUDIT_OPERATIONS: tuple[Operation, ...] = (
         path="/audit/export",
         operation_id="exportAudit",
         summary="The whole audit log as JSON lines with signed checkpoints",
-        access=Access.ADMIN,
+        permission=Permission.AUDIT_EXPORT,
         handler=export,
         media_type="application/x-ndjson",
     ),

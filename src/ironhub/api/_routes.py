@@ -2,12 +2,15 @@
 
 Every route of the API is one :class:`Operation` in a declared table. The application is built
 from that table only, and the same table produces the OpenAPI document, so a route cannot
-exist without declaring its :class:`Access` (a test checks that the served routes and the
-table agree). Authentication and authorisation are applied by the table, not by handlers: a
-handler can forget nothing.
+exist without declaring the :class:`~ironhub.access.roles.Permission` it needs (``None`` only
+for the public routes; a test checks that the served routes and the table agree).
+Authentication and authorisation are applied by the table, not by handlers: a handler can
+forget nothing.
 
-Roles (``TokenRecord.role``) map to access levels in :data:`ROLE_ACCESS`; a role not listed
-there grants nothing (fail closed).
+A credential's roles (``TokenRecord.roles``) grant permissions through
+:func:`~ironhub.access.roles.permissions_of`; an unknown role grants nothing (fail closed).
+Permissions ending in ``:read`` are reads (:func:`is_read`); every other route is privileged and
+is recorded in the audit log before it runs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ironhub.api._http import RequestError, decode_json, read_body, require_json_media_type
@@ -26,19 +28,19 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
+    from ironhub.access.roles import Permission
     from ironhub.api._tail import TailRegistry
     from ironhub.hub.ratelimit import FailureWindow
     from ironhub.services import Services
     from ironhub.storage.interfaces import TokenRecord
 
 __all__ = [
-    "ROLE_ACCESS",
     "APIState",
-    "Access",
     "Context",
     "Handler",
     "Operation",
     "QueryParam",
+    "is_read",
     "record_security_event",
 ]
 
@@ -47,22 +49,14 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class Access(StrEnum):
-    """What a caller needs to reach a route."""
+def is_read(permission: Permission | None) -> bool:
+    """Whether a route needing ``permission`` only reads (public routes count as reads).
 
-    #: No token: health and the API description only.
-    PUBLIC = "public"
-    #: Any token whose role may read (devices, messages, metrics, connections).
-    READ = "read"
-    #: A token whose role may change state or disclose a device key.
-    ADMIN = "admin"
+    Reads are the permissions named ``*:read``; every other route changes state, discloses a
+    secret or exports data, and is recorded in the audit log before it runs.
+    """
+    return permission is None or permission.value.endswith(":read")
 
-
-#: Access levels each operator role grants. Unknown roles grant nothing.
-ROLE_ACCESS: Mapping[str, frozenset[Access]] = {
-    "admin": frozenset({Access.READ, Access.ADMIN}),
-    "reader": frozenset({Access.READ}),
-}
 
 Handler = Callable[["Context"], Awaitable["Response"]]
 
@@ -85,7 +79,8 @@ class Operation:
         path: the Starlette path template, ``{name}`` for path parameters.
         operation_id: the OpenAPI ``operationId``.
         summary: one line for the OpenAPI document.
-        access: who may call the route; deliberately without a default.
+        permission: what the caller needs, ``None`` for a public route (no token);
+            deliberately without a default.
         handler: the coroutine that answers.
         request: the msgspec type of the JSON body, if the route takes one.
         response: the msgspec type of the JSON answer, if any.
@@ -99,7 +94,7 @@ class Operation:
     path: str
     operation_id: str
     summary: str
-    access: Access
+    permission: Permission | None
     handler: Handler
     request: type[msgspec.Struct] | None = None
     response: type[msgspec.Struct] | None = None
@@ -250,7 +245,7 @@ class Context:
             ("event", "operator-action"),
             ("action", action),
             ("target", target),
-            ("actor", actor.name if actor else "-"),
+            ("actor", actor.actor if actor else "-"),
             ("actor_id", actor.token_id if actor else "-"),
             ("peer", self.peer),
         )
@@ -259,7 +254,7 @@ class Context:
             "operator-action action=%s target=%s actor=%s peer=%s seq=%d",
             action,
             target,
-            actor.name if actor else "-",
+            actor.actor if actor else "-",
             self.peer,
             seq,
         )

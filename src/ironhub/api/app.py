@@ -4,11 +4,15 @@ Request life cycle, for every route (:func:`_endpoint`):
 
 1. the caller's address is checked against the authentication-failure window (too many
    failures from one address → 429 *before* any token is hashed or looked up);
-2. for routes that are not :attr:`Access.PUBLIC`, the bearer token is authenticated
-   (401 + ``WWW-Authenticate: Bearer`` and a ``operator-auth-failed`` security event
-   otherwise) and its role must grant the route's access (403 + ``operator-forbidden``);
+2. for routes that declare a permission (all but the public ones), the bearer token is
+   authenticated (401 + ``WWW-Authenticate: Bearer`` and a ``operator-auth-failed`` security
+   event otherwise) and its roles must grant the route's permission (403 +
+   ``operator-forbidden``); a session opened with a one-time or expired password may only
+   change that password (403 "password change required");
 3. query parameters the route does not declare are refused (400);
-4. the handler runs; :class:`~ironhub.errors.IronhubError` subclasses are mapped to status
+4. a route whose permission is not a read is recorded in the audit log before it runs (503 if
+   that fails);
+5. the handler runs; :class:`~ironhub.errors.IronhubError` subclasses are mapped to status
    codes in one place (:func:`~ironhub.api._http.problem_for`), and anything unexpected is
    logged and answered with a bare 500 (never a traceback).
 
@@ -30,14 +34,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from ironhub.access.roles import permissions_of, require
 from ironhub.api._handlers import OPERATIONS
 from ironhub.api._http import RequestError, error_response, problem_for
 from ironhub.api._routes import (
-    ROLE_ACCESS,
-    Access,
     APIState,
     Context,
     Operation,
+    is_read,
     record_security_event,
 )
 from ironhub.api._tail import TailRegistry
@@ -64,6 +68,10 @@ __all__ = ["api_state", "close_streams", "create_app"]
 Endpoint = Callable[["Request"], Awaitable["Response"]]
 
 logger = logging.getLogger(__name__)
+
+#: What a session opened with a one-time or expired password may call: changing it, and
+#: ending the session.
+_ALLOWED_BEFORE_ROTATION = frozenset({"rotatePassword", "logout"})
 
 #: An API token is ``ihk_`` plus 43 base64url characters; anything far longer is not one, and
 #: is refused before it is hashed.
@@ -141,13 +149,39 @@ async def _record_quietly(
         logger.exception("cannot record security event event=%s", what)
 
 
+async def _record_forbidden(
+    services: Services, op: Operation, record: TokenRecord, peer: str, exc: AuthorizationError
+) -> None:
+    """Log and record a refused authorisation (the route's permission, a grant, an account)."""
+    roles = ",".join(record.roles) or "-"
+    logger.warning(
+        "operator-forbidden actor=%s roles=%s operation=%s peer=%s reason=%s",
+        record.actor,
+        roles,
+        op.operation_id,
+        peer,
+        exc,
+    )
+    event = (
+        ("event", "operator-forbidden"),
+        ("actor", record.actor),
+        ("actor_id", record.token_id),
+        ("role", roles),
+        ("operation", op.operation_id),
+        ("reason", str(exc)[:200]),
+        ("peer", peer),
+    )
+    await _record_quietly(services, event, "operator-forbidden")
+
+
 async def _authorize(state: APIState, op: Operation, request: Request) -> TokenRecord:
-    """Authenticate the caller's bearer token and check its role against ``op.access``.
+    """Authenticate the caller's bearer token and check its roles against ``op.permission``.
 
     Raises:
         ThrottledError: too many recent authentication failures from this address.
         AuthenticationError: no valid token (recorded on the security stream).
-        AuthorizationError: the token's role does not grant the route (recorded).
+        AuthorizationError: the token's roles do not grant the route's permission, or the
+            session must change its password first (recorded).
         StorageError: the token store is unavailable (fail closed: 503).
     """
     services = state.services
@@ -179,24 +213,14 @@ async def _authorize(state: APIState, op: Operation, request: Request) -> TokenR
                 "operator-auth-throttled",
             )
         raise
-    if op.access not in ROLE_ACCESS.get(record.role, frozenset()):
-        logger.warning(
-            "operator-forbidden actor=%s role=%s operation=%s peer=%s",
-            record.name,
-            record.role,
-            op.operation_id,
-            peer,
-        )
-        event = (
-            ("event", "operator-forbidden"),
-            ("actor", record.name),
-            ("actor_id", record.token_id),
-            ("role", record.role),
-            ("operation", op.operation_id),
-            ("peer", peer),
-        )
-        await _record_quietly(services, event, "operator-forbidden")
-        raise AuthorizationError(f"role {record.role!r} may not call {op.operation_id}")
+    try:
+        if record.must_rotate and op.operation_id not in _ALLOWED_BEFORE_ROTATION:
+            raise AuthorizationError("password change required")
+        if op.permission is not None:  # always: public routes are not authorised
+            require(permissions_of(record.roles), op.permission)
+    except AuthorizationError as exc:
+        await _record_forbidden(services, op, record, peer, exc)
+        raise
     return record
 
 
@@ -226,7 +250,7 @@ async def _record_request(state: APIState, op: Operation, actor: TokenRecord, pe
     if audit is not None:
         await audit.record(
             actor_kind="operator",
-            actor=actor.name,
+            actor=actor.actor,
             action="operator-request",
             target=op.operation_id,
             outcome="ok",
@@ -249,12 +273,19 @@ def _endpoint(state: APIState, op: Operation) -> Endpoint:
         _, peer = _peer(request)
         try:
             actor = None
-            if op.access is not Access.PUBLIC:
+            if op.permission is not None:
                 actor = await _authorize(state, op, request)
             _check_query(request, op)
-            if op.access is Access.ADMIN and actor is not None:
+            if not is_read(op.permission) and actor is not None:
                 await _record_request(state, op, actor, peer)
-            return await op.handler(Context(request, state, op, actor, peer))
+            try:
+                return await op.handler(Context(request, state, op, actor, peer))
+            except AuthorizationError as exc:
+                # A refusal inside the handler (a grant beyond the caller's permissions, an
+                # account that is not the caller's) is recorded like one at the door.
+                if actor is not None:
+                    await _record_forbidden(state.services, op, actor, peer, exc)
+                raise
         except IronhubError as exc:
             problem = problem_for(exc)
             if problem.status >= 500:

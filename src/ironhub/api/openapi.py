@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ironhub import __version__
-from ironhub.api._routes import Access
 from ironhub.api.schemas import ErrorBody, MessageView, TailLagged
 
 if TYPE_CHECKING:
@@ -100,15 +99,15 @@ def _operation(op: Operation) -> dict[str, Any]:
     statuses = set(op.errors)
     if op.query:
         statuses.add(400)
-    if op.access is not Access.PUBLIC:
+    if op.permission is not None:
         statuses |= {401, 403, 429, 503}
     for status in sorted(statuses):
         responses[str(status)] = _error(status)
     document: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
-        "security": [] if op.access is Access.PUBLIC else [{_SECURITY_SCHEME: []}],
-        "x-ironhub-access": op.access.value,
+        "security": [] if op.permission is None else [{_SECURITY_SCHEME: []}],
+        "x-ironhub-permission": None if op.permission is None else op.permission.value,
         "responses": responses,
     }
     if parameters:

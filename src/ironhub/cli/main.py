@@ -17,8 +17,9 @@ Identities: ``twin``, ``device invoke`` and ``c2d list``/``purge`` take ``DEVICE
 Where the client commands get their settings, first match wins:
 
 * API URL: ``--api``, ``IRONHUB_API``, ``https://127.0.0.1:8443``;
-* token: ``--token-file``, ``IRONHUB_TOKEN``, ``IRONHUB_TOKEN_FILE`` (a token file must not be
-  accessible by group or others);
+* token: ``--token-file``, ``IRONHUB_TOKEN``, ``IRONHUB_TOKEN_FILE``, then the session file
+  written by ``ironhub login`` (:func:`session_file`); a token file must not be accessible by
+  group or others;
 * CA certificate: ``--ca``, ``IRONHUB_CA``, ``<data dir>/ca.pem`` (data dir: ``--data``,
   ``IRONHUB_DATA``, ``./ironhub-data``), else the system trust store.
 """
@@ -339,6 +340,19 @@ def _client_options(func: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def session_file() -> Path:
+    """Where ``ironhub login`` keeps the session token.
+
+    ``$IRONHUB_SESSION_FILE``, else ``$XDG_CONFIG_HOME/ironhub/session``, else
+    ``~/.config/ironhub/session``.
+    """
+    explicit = os.environ.get("IRONHUB_SESSION_FILE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "ironhub" / "session"
+
+
 def _make_client(
     *, api: str, ca: Path | None, token_file: Path | None, data_dir: Path
 ) -> HubClient:
@@ -355,9 +369,11 @@ def _make_client(
         token = os.environ["IRONHUB_TOKEN"].strip()
     elif os.environ.get("IRONHUB_TOKEN_FILE"):
         token = read_token_file(Path(os.environ["IRONHUB_TOKEN_FILE"]))
+    elif session_file().exists():
+        token = read_token_file(session_file())
     else:
         raise ClientAuthError(
-            "no API token: set IRONHUB_TOKEN or pass --token-file "
+            "no API token: run `ironhub login`, set IRONHUB_TOKEN or pass --token-file "
             "(the first admin token is printed by `ironhub init`)"
         )
     if ca is None:
@@ -421,6 +437,7 @@ def init(data_dir: Path, hostnames: tuple[str, ...], as_json: bool) -> None:
                 "hostname": result.hostname,
                 "ca_path": str(result.ca_path),
                 "first_admin_token": result.first_admin_token,
+                "first_admin_password": result.first_admin_password,
                 "mqtt": result.mqtt,
                 "api_url": result.api_url,
             }
@@ -440,6 +457,21 @@ def init(data_dir: Path, hostnames: tuple[str, ...], as_json: bool) -> None:
         out.text("")
         out.text(Text("First admin token (shown once, store it now):", style="bold yellow"))
         out.text(result.first_admin_token)
+    _first_admin_password(out, result.first_admin_password)
+
+
+def _first_admin_password(out: Output, password: str | None) -> None:
+    if password is None:
+        return
+    out.text("")
+    out.text(
+        Text(
+            "Operator 'admin', one-time password (shown once; change it at the first login):",
+            style="bold yellow",
+        )
+    )
+    out.text(password)
+    out.text("  ironhub login --name admin   then   ironhub operator rotate-password")
 
 
 def _banner(out: Output, info: ServeInfo) -> None:
@@ -458,6 +490,7 @@ def _banner(out: Output, info: ServeInfo) -> None:
         out.text("")
         out.text(Text("First admin token (shown once, store it now):", style="bold yellow"))
         out.text(token)
+    _first_admin_password(out, info.first_admin_password)
     out.text("")
     out.text(Text("Next, in another shell:", style="bold"))
     out.text(f"  export IRONHUB_TOKEN={token if token is not None else '<your admin token>'}")
@@ -514,6 +547,7 @@ def serve(
                     "mqtt": info.mqtt,
                     "api_url": info.api_url,
                     "first_admin_token": info.first_admin_token,
+                    "first_admin_password": info.first_admin_password,
                 }
             )
         else:
@@ -1381,4 +1415,5 @@ def connections(client: HubClient, out: Output) -> None:
 
 
 # Command groups that live in their own modules register themselves on ``cli`` when imported.
+from ironhub.cli import access as _access_commands  # noqa: E402, F401
 from ironhub.cli import audit as _audit_commands  # noqa: E402, F401

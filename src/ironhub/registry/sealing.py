@@ -37,6 +37,7 @@ __all__ = [
     "TAG_BYTES",
     "device_key_aad",
     "generate_kek",
+    "operator_secret_aad",
     "seal",
     "unseal",
 ]
@@ -55,6 +56,7 @@ SEALED_VERSION = 1
 
 _VERSION_PREFIX = bytes([SEALED_VERSION])
 _DEVICE_KEY_DOMAIN = b"ironhub/device-key/v1"
+_OPERATOR_SECRET_DOMAIN = b"ironhub/operator-secret/v1"
 
 
 def generate_kek() -> bytes:
@@ -80,7 +82,27 @@ def device_key_aad(device_id: str, slot: str) -> bytes:
     Returns:
         The associated data to pass as ``aad`` to :func:`seal` and :func:`unseal`.
     """
-    parts = (_DEVICE_KEY_DOMAIN, device_id.encode("utf-8"), slot.encode("utf-8"))
+    return _aad(_DEVICE_KEY_DOMAIN, device_id, slot)
+
+
+def operator_secret_aad(name: str, slot: str) -> bytes:
+    """The associated data that binds a sealed operator secret to one account and one use.
+
+    Same encoding as :func:`device_key_aad` under its own domain label, so a device key blob
+    can never be passed off as an operator's secret or the other way round.
+
+    Args:
+        name: the operator's account name.
+        slot: what the secret is, e.g. ``"totp"``.
+
+    Returns:
+        The associated data to pass as ``aad`` to :func:`seal` and :func:`unseal`.
+    """
+    return _aad(_OPERATOR_SECRET_DOMAIN, name, slot)
+
+
+def _aad(domain: bytes, owner: str, slot: str) -> bytes:
+    parts = (domain, owner.encode("utf-8"), slot.encode("utf-8"))
     return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
 
 

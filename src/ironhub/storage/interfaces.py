@@ -32,11 +32,13 @@ __all__ = [
     "DeviceRecord",
     "DeviceState",
     "LogEntry",
+    "OperatorRecord",
     "SessionRecord",
     "Storage",
     "StorageStatistics",
     "StoredMessage",
     "Stream",
+    "TokenKind",
     "TokenRecord",
     "TwinRecord",
 ]
@@ -159,17 +161,69 @@ class CARecord:
     created_at: float
 
 
+class TokenKind(StrEnum):
+    """What a token is for: automation (issued by name) or an operator's login session."""
+
+    AUTOMATION = "automation"
+    SESSION = "session"
+
+
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
-    """An operator API token. Only the SHA-256 hash of the secret is stored."""
+    """An operator API token. Only the SHA-256 hash of the secret is stored.
+
+    ``roles`` are role names (:class:`~ironhub.access.roles.Role`); ``operator`` is the account
+    that owns the token (always set for sessions; for automation tokens, whoever issued it, or
+    ``None`` for the bootstrap token). ``must_rotate`` marks a session opened with a one-time or
+    expired password: it may only change that password. ``last_used_at`` is refreshed (coarsely)
+    for sessions, to end them after inactivity.
+    """
 
     token_id: str
     name: str
     token_hash: bytes
-    role: str
+    roles: tuple[str, ...]
     created_at: float
     expires_at: float | None = None
     revoked: bool = False
+    kind: TokenKind = TokenKind.AUTOMATION
+    operator: str | None = None
+    last_used_at: float | None = None
+    must_rotate: bool = False
+
+    @property
+    def actor(self) -> str:
+        """Who acts with this token, for the audit log: the operator of a session, else its name."""
+        if self.kind is TokenKind.SESSION and self.operator is not None:
+            return self.operator
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorRecord:
+    """An operator account (human login). Secrets are stored hashed or sealed only.
+
+    ``password_history`` holds the argon2 hashes of previous passwords, newest first;
+    ``totp_secret_sealed`` the confirmed TOTP secret, ``totp_pending_sealed`` one being enrolled
+    (both sealed under the KEK, bound to the name); ``allow_list`` and ``known_networks`` are
+    CIDR strings. ``version`` increases on every update (optimistic concurrency).
+    """
+
+    name: str
+    password_hash: str
+    password_changed_at: float
+    one_time: bool
+    roles: tuple[str, ...]
+    created_at: float
+    password_history: tuple[str, ...] = ()
+    totp_secret_sealed: bytes | None = None
+    totp_pending_sealed: bytes | None = None
+    totp_last_step: int | None = None
+    disabled: bool = False
+    allow_list: tuple[str, ...] = ()
+    known_networks: tuple[str, ...] = ()
+    last_login_at: float | None = None
+    version: int = 1
 
 
 class LogEntry(msgspec.Struct, frozen=True, gc=False):
@@ -380,6 +434,34 @@ class Storage(Protocol):
 
     async def count_tokens(self) -> int:
         """How many tokens were ever created (0 means the hub is uninitialised)."""
+        ...
+
+    async def touch_token(self, token_id: str, used_at: float) -> None:
+        """Record when a token was last used."""
+        ...
+
+    async def revoke_operator_tokens(self, operator: str, kind: TokenKind) -> int:
+        """Revoke every live token of ``kind`` owned by ``operator``; how many were revoked."""
+        ...
+
+    # --- operator accounts ---------------------------------------------------------------------
+    async def insert_operator(self, record: OperatorRecord) -> None:
+        """Store a new account. Raises ``ConflictError`` if the name exists."""
+        ...
+
+    async def get_operator(self, name: str) -> OperatorRecord | None:
+        """The account called ``name``, or ``None``."""
+        ...
+
+    async def list_operators(self) -> list[OperatorRecord]:
+        """Every account, by name."""
+        ...
+
+    async def update_operator(self, record: OperatorRecord) -> None:
+        """Replace an account whose stored version is ``record.version - 1``.
+
+        Raises ``NotFoundError`` if it is gone, ``ConflictError`` if it changed meanwhile.
+        """
         ...
 
     # --- audit log ---------------------------------------------------------------------------

@@ -90,10 +90,12 @@ from ironhub.storage.interfaces import (
     DeviceRecord,
     DeviceState,
     LogEntry,
+    OperatorRecord,
     SessionRecord,
     StorageStatistics,
     StoredMessage,
     Stream,
+    TokenKind,
     TokenRecord,
     TwinRecord,
 )
@@ -115,7 +117,7 @@ _T = TypeVar("_T")
 #: ``PRAGMA application_id`` of every ironhub database: the ASCII bytes ``IRHB``.
 APPLICATION_ID: Final = 0x49524842
 #: The schema this code reads and writes (``PRAGMA user_version`` and ``meta.schema_version``).
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_BYTES: Final = 100
@@ -129,6 +131,8 @@ _TABLES: Final = {
     1: _TABLES_V1,
     2: _TABLES_V1 | {"twins", "sessions", "cloud_messages"},
     3: _TABLES_V1 | {"twins", "sessions", "cloud_messages", "audit_records", "audit_checkpoints"},
+    4: _TABLES_V1
+    | {"twins", "sessions", "cloud_messages", "audit_records", "audit_checkpoints", "operators"},
 }
 
 #: The tables of schema version 1, unchanged since (the previous release created exactly these).
@@ -228,10 +232,43 @@ _TABLES_V3_STATEMENTS: Final = (
 )""",
 )
 
+#: What schema version 4 changes: operator access (docs/adr/0011). Tokens carry a list of
+#: roles (comma-separated role names; the API's old "reader" level becomes the "viewer" role),
+#: a kind (automation or session), an owner, a last use and the must-rotate mark; every token
+#: expires (a token stored without expiry gets the 90-day cap from its creation). Operator
+#: accounts get their own table. Also run on a fresh database, so both paths build one schema.
+_TABLES_V4_STATEMENTS: Final = (
+    "ALTER TABLE tokens RENAME COLUMN role TO roles",
+    "UPDATE tokens SET roles = 'viewer' WHERE roles = 'reader'",
+    "UPDATE tokens SET expires_at = created_at + 7776000.0 WHERE expires_at IS NULL",
+    "ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'automation'",
+    "ALTER TABLE tokens ADD COLUMN operator TEXT",
+    "ALTER TABLE tokens ADD COLUMN last_used_at REAL",
+    "ALTER TABLE tokens ADD COLUMN must_rotate INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE operators (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    password_changed_at REAL NOT NULL,
+    one_time INTEGER NOT NULL,
+    password_history TEXT NOT NULL,
+    totp_secret_sealed BLOB,
+    totp_pending_sealed BLOB,
+    totp_last_step INTEGER,
+    roles TEXT NOT NULL,
+    disabled INTEGER NOT NULL,
+    allow_list TEXT NOT NULL,
+    known_networks TEXT NOT NULL,
+    last_login_at REAL,
+    created_at REAL NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID""",
+)
+
 _SCHEMA: Final = (
     _TABLES_V1_SQL
     + "".join(f"{statement};\n" for statement in _TABLES_V2_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V3_STATEMENTS)
+    + "".join(f"{statement};\n" for statement in _TABLES_V4_STATEMENTS)
     + f"""
 INSERT INTO meta (key, value) VALUES
     ('application', 'ironhub'),
@@ -277,11 +314,28 @@ _LIST_DEVICES: Final = (
 )
 _LIST_IDENTITIES: Final = _DEVICE_SELECT + " WHERE device_id > ? ORDER BY device_id LIMIT ?"
 _TOKENS_SELECT: Final = (
-    "SELECT token_id, name, token_hash, role, created_at, expires_at, revoked FROM tokens"
+    "SELECT token_id, name, token_hash, roles, created_at, expires_at, revoked, kind, operator,"
+    " last_used_at, must_rotate FROM tokens"
 )
 _TOKENS_INSERT: Final = (
-    "INSERT INTO tokens (token_id, name, token_hash, role, created_at, expires_at, revoked)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO tokens (token_id, name, token_hash, roles, created_at, expires_at, revoked,"
+    " kind, operator, last_used_at, must_rotate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OPERATOR_COLUMNS: Final = (
+    "name, password_hash, password_changed_at, one_time, password_history, totp_secret_sealed,"
+    " totp_pending_sealed, totp_last_step, roles, disabled, allow_list, known_networks,"
+    " last_login_at, created_at, version"
+)
+_OPERATOR_SELECT: Final = f"SELECT {_OPERATOR_COLUMNS} FROM operators"  # noqa: S608
+_OPERATOR_INSERT: Final = (
+    f"INSERT INTO operators ({_OPERATOR_COLUMNS}) VALUES"  # noqa: S608
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OPERATOR_UPDATE: Final = (
+    "UPDATE operators SET password_hash = ?, password_changed_at = ?, one_time = ?,"
+    " password_history = ?, totp_secret_sealed = ?, totp_pending_sealed = ?,"
+    " totp_last_step = ?, roles = ?, disabled = ?, allow_list = ?, known_networks = ?,"
+    " last_login_at = ?, created_at = ?, version = ? WHERE name = ? AND version = ?"
 )
 _TWIN_SELECT: Final = (
     "SELECT identity, tags, desired, desired_version, reported, reported_version, version,"
@@ -501,6 +555,7 @@ _MIGRATIONS: Final = {
         ),
     ),
     2: _TABLES_V3_STATEMENTS,
+    3: _TABLES_V4_STATEMENTS,
 }
 
 
@@ -696,10 +751,74 @@ def _token_from_row(row: Sequence[Any]) -> TokenRecord:
         token_id=row[0],
         name=row[1],
         token_hash=row[2],
-        role=row[3],
+        roles=_split_roles(row[3]),
         created_at=row[4],
         expires_at=row[5],
         revoked=bool(row[6]),
+        kind=TokenKind(row[7]),
+        operator=row[8],
+        last_used_at=row[9],
+        must_rotate=bool(row[10]),
+    )
+
+
+def _split_roles(text: str) -> tuple[str, ...]:
+    return tuple(name for name in text.split(",") if name)
+
+
+def _join_roles(roles: Sequence[str]) -> str:
+    if any("," in name for name in roles):
+        raise ValueError("a role name contains a comma")
+    return ",".join(roles)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return msgspec.json.encode(list(values)).decode("utf-8")
+
+
+def _operator_from_row(row: Sequence[Any]) -> OperatorRecord:
+    try:
+        history = tuple(msgspec.json.decode(row[4], type=list[str]))
+        allow_list = tuple(msgspec.json.decode(row[10], type=list[str]))
+        known = tuple(msgspec.json.decode(row[11], type=list[str]))
+    except msgspec.DecodeError:
+        raise CorruptDatabaseError(f"operator {row[0]!r}: malformed stored list") from None
+    return OperatorRecord(
+        name=row[0],
+        password_hash=row[1],
+        password_changed_at=row[2],
+        one_time=bool(row[3]),
+        password_history=history,
+        totp_secret_sealed=row[5],
+        totp_pending_sealed=row[6],
+        totp_last_step=row[7],
+        roles=_split_roles(row[8]),
+        disabled=bool(row[9]),
+        allow_list=allow_list,
+        known_networks=known,
+        last_login_at=row[12],
+        created_at=row[13],
+        version=row[14],
+    )
+
+
+def _operator_values(record: OperatorRecord) -> tuple[Any, ...]:
+    """The columns after ``name``, in :data:`_OPERATOR_COLUMNS` order."""
+    return (
+        record.password_hash,
+        record.password_changed_at,
+        int(record.one_time),
+        _json_list(record.password_history),
+        record.totp_secret_sealed,
+        record.totp_pending_sealed,
+        record.totp_last_step,
+        _join_roles(record.roles),
+        int(record.disabled),
+        _json_list(record.allow_list),
+        _json_list(record.known_networks),
+        record.last_login_at,
+        record.created_at,
+        record.version,
     )
 
 
@@ -1651,10 +1770,14 @@ class SQLiteStorage:
                         record.token_id,
                         record.name,
                         record.token_hash,
-                        record.role,
+                        _join_roles(record.roles),
                         record.created_at,
                         record.expires_at,
                         int(record.revoked),
+                        record.kind.value,
+                        record.operator,
+                        record.last_used_at,
+                        int(record.must_rotate),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -1718,6 +1841,108 @@ class SQLiteStorage:
             return int(row[0])
 
         return await self._read(run)
+
+    async def touch_token(self, token_id: str, used_at: float) -> None:
+        """Record when a token was last used (unknown ids are ignored).
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE tokens SET last_used_at = ? WHERE token_id = ?", (used_at, token_id)
+            )
+
+        await self._write(run)
+
+    async def revoke_operator_tokens(self, operator: str, kind: TokenKind) -> int:
+        """Revoke every live token of ``kind`` owned by ``operator``.
+
+        Returns:
+            How many tokens were revoked.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE tokens SET revoked = 1 WHERE operator = ? AND kind = ? AND revoked = 0",
+                (operator, kind.value),
+            )
+            return cursor.rowcount
+
+        return await self._write(run)
+
+    # --- operator accounts ----------------------------------------------------------------
+    async def insert_operator(self, record: OperatorRecord) -> None:
+        """Store a new operator account.
+
+        Raises:
+            ConflictError: an account with this name exists.
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_OPERATOR_INSERT, (record.name, *_operator_values(record)))
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"operator {record.name!r} already exists") from None
+
+        await self._write(run)
+
+    async def get_operator(self, name: str) -> OperatorRecord | None:
+        """The operator account called ``name``, or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+            CorruptDatabaseError: a stored list is malformed.
+        """
+
+        def run(conn: sqlite3.Connection) -> OperatorRecord | None:
+            row = conn.execute(_OPERATOR_SELECT + " WHERE name = ?", (name,)).fetchone()
+            return None if row is None else _operator_from_row(row)
+
+        return await self._read(run)
+
+    async def list_operators(self) -> list[OperatorRecord]:
+        """Every operator account, by name.
+
+        Raises:
+            StorageError: the read failed.
+            CorruptDatabaseError: a stored list is malformed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[OperatorRecord]:
+            rows = conn.execute(_OPERATOR_SELECT + " ORDER BY name").fetchall()
+            return [_operator_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def update_operator(self, record: OperatorRecord) -> None:
+        """Replace the account whose stored version is ``record.version - 1``.
+
+        Raises:
+            NotFoundError: no account has this name.
+            ConflictError: the account changed since it was read.
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                _OPERATOR_UPDATE, (*_operator_values(record), record.name, record.version - 1)
+            )
+            if cursor.rowcount == 1:
+                return
+            exists = conn.execute(
+                "SELECT 1 FROM operators WHERE name = ?", (record.name,)
+            ).fetchone()
+            if exists is None:
+                raise NotFoundError(f"operator {record.name!r} does not exist")
+            raise ConflictError(f"operator {record.name!r} changed meanwhile; try again")
+
+        await self._write(run)
 
     # --- message log ----------------------------------------------------------------------
     def append(self, entry: LogEntry) -> asyncio.Future[int]:
