@@ -1045,3 +1045,20 @@ async def test_audit_checkpoints_in_tree_order(storage: Storage) -> None:
         (3, '{"tree_size":3}'),
         (10, '{"tree_size":10,"again":1}'),
     ]
+
+
+async def test_messages_by_time(storage: Storage) -> None:
+    for i, when in enumerate((10.0, 20.0, 30.0, 40.0)):
+        await storage.append(
+            LogEntry(Stream.SECURITY, "dev-t" if i % 2 else "other", when, b"%d" % i)
+        )
+    await asyncio.sleep(0)  # the appends commit in one batch; wait for it below
+    for _ in range(100):
+        if len(await storage.query_messages()) == 4:
+            break
+        await asyncio.sleep(0.01)
+    found = await storage.query_messages(since=20.0, until=40.0)
+    assert [m.enqueued_at for m in found] == [20.0, 30.0]
+    mine = await storage.query_messages(device_id="dev-t", stream=Stream.SECURITY, since=25.0)
+    assert [m.payload for m in mine] == [b"3"]
+    assert await storage.query_messages(until=10.0) == []

@@ -245,3 +245,33 @@ async def test_a_damaged_store_is_refused_at_start(
     with pytest.raises(AuditIntegrityError) as refused:
         await hub_factory(data_dir=data)
     assert refused.value.position == (2 if damage == "edit" else 4)
+
+
+async def test_device_audit_stream_is_queryable_by_device_and_time(
+    api: HubAPI, hub: RunningHub, kit: DeviceKit
+) -> None:
+    # A device's own audit records (OS auth log lines, agent events) go to the security stream
+    # with ironhub-stream=security (or the SDK's $.ifid marker) and are queried by device and
+    # time range.
+    import time as time_module
+
+    creds = await kit.create_sas("auditing-dev")
+    dev = await kit.connect(creds)
+    before = time_module.time()
+    topic = "devices/auditing-dev/messages/events/ironhub-stream=security&kind=auth-log"
+    await dev.publish(topic, b"sshd[812]: Failed password for root from 10.0.0.9")
+    await dev.publish("devices/auditing-dev/messages/events/", b"plain telemetry")
+    after = time_module.time() + 1
+    await dev.close()
+    page = await api.ok(
+        "GET", f"/messages?device=auditing-dev&stream=security&since={before}&until={after}"
+    )
+    lines = [m["payload_text"] for m in page["messages"]]
+    assert lines == ["sshd[812]: Failed password for root from 10.0.0.9"]
+    assert page["messages"][0]["properties"]["kind"] == "auth-log"
+    iso = await api.ok(
+        "GET", "/messages?device=auditing-dev&stream=security&since=2099-01-01T00:00:00%2B00:00"
+    )
+    assert iso["messages"] == []
+    assert_error(await api.request("GET", "/messages?since=yesterday"), 400)
+    assert_error(await api.request("GET", "/messages?since=2026-01-01T00:00:00"), 400)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -202,6 +203,30 @@ def _query_choice(ctx: Context, name: str, choices: tuple[str, ...]) -> str | No
             400, "invalid-query", f"query parameter {name!r} must be one of {', '.join(choices)}"
         )
     return text
+
+
+def _query_time(ctx: Context, name: str) -> float | None:
+    """A time bound: seconds since the epoch, or an ISO 8601 time with a UTC offset."""
+    text = _query(ctx, name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise RequestError(
+                400,
+                "invalid-query",
+                f"query parameter {name!r} must be epoch seconds or ISO 8601 with an offset",
+            ) from None
+        value = moment.timestamp()
+    if not 0 <= value < 2**40:  # also refuses nan and inf
+        raise RequestError(400, "invalid-query", f"query parameter {name!r} is out of range")
+    return value
 
 
 def _query_device(ctx: Context, name: str = "device") -> str | None:
@@ -725,6 +750,8 @@ async def list_messages(ctx: Context) -> Response:
         stream=Stream(stream) if stream is not None else None,
         after_seq=after,
         limit=limit,
+        since=_query_time(ctx, "since"),
+        until=_query_time(ctx, "until"),
     )
     page = MessagePage(
         messages=[message_view(m) for m in messages],
@@ -772,6 +799,7 @@ async def list_connections(ctx: Context) -> Response:
 # --- the route table ---------------------------------------------------------------------------
 
 _INT = {"type": "integer", "minimum": 0}
+_TIME = {"type": "string", "description": "epoch seconds, or ISO 8601 with a UTC offset"}
 _DEVICE_FILTER = QueryParam("device", "only messages of this device", {"type": "string"})
 _STREAM_FILTER = QueryParam("stream", "only this stream", {"enum": list(_STREAMS)})
 _NOT_FOUND = (404,)
@@ -1147,6 +1175,8 @@ OPERATIONS: tuple[Operation, ...] = (
                 "page size",
                 {"type": "integer", "minimum": 1, "maximum": MAX_MESSAGES_PER_PAGE},
             ),
+            QueryParam("since", "enqueued at or after (epoch seconds or ISO 8601)", _TIME),
+            QueryParam("until", "enqueued before (epoch seconds or ISO 8601)", _TIME),
         ),
         errors=(400,),
     ),

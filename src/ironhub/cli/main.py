@@ -1317,6 +1317,10 @@ _MESSAGE_COLUMNS = ("SEQ", "TIME (UTC)", "STREAM", "DEVICE", "PROPERTIES", "PAYL
 @click.option("--stream", type=click.Choice(_STREAMS), default=None, help="Only this stream.")
 @click.option("--after", type=click.IntRange(min=0), default=0, help="After this sequence number.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option(
+    "--since", default=None, help="Enqueued at or after (ISO 8601 with offset, or epoch)."
+)
+@click.option("--until", default=None, help="Enqueued before (ISO 8601 with offset, or epoch).")
 @_client_options
 def messages_list(
     *,
@@ -1326,12 +1330,21 @@ def messages_list(
     stream: str | None,
     after: int,
     limit: int,
+    since: str | None,
+    until: str | None,
 ) -> None:
-    """List committed messages after a sequence number."""
+    """List committed messages after a sequence number (optionally within a time range)."""
     answer = client.request(
         "GET",
         "/messages",
-        query={"device": device_id, "stream": stream, "after": after, "limit": limit},
+        query={
+            "device": device_id,
+            "stream": stream,
+            "after": after,
+            "limit": limit,
+            "since": since,
+            "until": until,
+        },
     )
     if out.as_json:
         out.json(answer)

@@ -506,8 +506,13 @@ class Storage(Protocol):
         stream: Stream | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredMessage]:
-        """Committed messages with ``seq > after_seq`` in sequence order, at most ``limit``."""
+        """Committed messages with ``seq > after_seq`` in sequence order, at most ``limit``.
+
+        ``since`` / ``until`` keep messages with ``since <= enqueued_at < until``.
+        """
         ...
 
     async def last_seq(self) -> int:

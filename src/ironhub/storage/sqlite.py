@@ -383,15 +383,19 @@ _DELETE_OWNED: Final = tuple(
 )
 #: Message queries differ only in their filters, which are fixed strings chosen by code.
 _MESSAGE_QUERIES: Final = {
-    (has_device, has_stream): (
+    (has_device, has_stream, has_since, has_until): (
         "SELECT seq, stream, device_id, enqueued_at, properties, payload FROM messages"  # noqa: S608
         " WHERE seq > ?"
         + (" AND device_id = ?" if has_device else "")
         + (" AND stream = ?" if has_stream else "")
+        + (" AND enqueued_at >= ?" if has_since else "")
+        + (" AND enqueued_at < ?" if has_until else "")
         + " ORDER BY seq LIMIT ?"
     )
     for has_device in (False, True)
     for has_stream in (False, True)
+    for has_since in (False, True)
+    for has_until in (False, True)
 }
 
 _properties_encoder = msgspec.msgpack.Encoder()
@@ -1984,23 +1988,28 @@ class SQLiteStorage:
         stream: Stream | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredMessage]:
         """Committed messages with ``seq > after_seq`` in sequence order, at most ``limit``.
 
-        There is no index on ``device_id`` or ``stream`` (module docstring): a filtered query
-        walks the primary key from ``after_seq`` until it has ``limit`` matches.
+        ``since``/``until`` bound ``enqueued_at`` (``since <= t < until``). There is no index
+        on ``device_id``, ``stream`` or time (module docstring): a filtered query walks the
+        primary key from ``after_seq`` until it has ``limit`` matches.
 
         Raises:
             StorageError: the read failed.
         """
         if limit < 1:
             return []
-        sql = _MESSAGE_QUERIES[device_id is not None, stream is not None]
+        sql = _MESSAGE_QUERIES[
+            device_id is not None, stream is not None, since is not None, until is not None
+        ]
         params: list[object] = [after_seq]
-        if device_id is not None:
-            params.append(device_id)
+        params.extend(value for value in (device_id,) if value is not None)
         if stream is not None:
             params.append(stream.value)
+        params.extend(value for value in (since, until) if value is not None)
         params.append(limit)
 
         def run(conn: sqlite3.Connection) -> list[StoredMessage]:

@@ -416,8 +416,13 @@ class MessageLog:
         stream: Stream | None = None,
         after_seq: int = 0,
         limit: int = 100,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[StoredMessage]:
         """Committed messages with ``seq > after_seq`` in order, at most ``limit``.
+
+        ``since`` / ``until`` (wall-clock seconds) keep ``since <= enqueued_at < until``: a
+        device's own audit records on the security stream, by device and time (issue 4).
 
         Without an index on device or stream, a filtered query walks the log from
         ``after_seq`` (see :mod:`ironhub.storage.sqlite`).
@@ -426,7 +431,12 @@ class MessageLog:
             StorageError: storage failed.
         """
         return await self._storage.query_messages(
-            device_id=device_id, stream=stream, after_seq=after_seq, limit=limit
+            device_id=device_id,
+            stream=stream,
+            after_seq=after_seq,
+            limit=limit,
+            since=since,
+            until=until,
         )
 
     async def last_seq(self) -> int:
