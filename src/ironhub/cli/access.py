@@ -21,16 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ironhub.cli.client import DEFAULT_API_URL, ClientAuthError, ClientUsageError, HubClient
+from ironhub.cli.client import ClientAuthError, ClientUsageError, HubClient
 from ironhub.cli.main import (
     Output,
     _client_options,
     _data_option,
     _errors,
     _json_option,
+    api_option,
+    ca_option,
     cli,
     safe,
     session_file,
+    with_options,
 )
 
 if TYPE_CHECKING:
@@ -74,27 +77,7 @@ def _public_client_options(func: Callable[..., None]) -> Callable[..., None]:
                 ca = default_ca if default_ca.is_file() else None
             func(client=HubClient(api, None, ca_file=ca), out=out, **kwargs)
 
-    options = (
-        click.option(
-            "--api",
-            envvar="IRONHUB_API",
-            default=DEFAULT_API_URL,
-            show_default=True,
-            help="Operator API URL (env IRONHUB_API).",
-        ),
-        click.option(
-            "--ca",
-            type=click.Path(path_type=Path, dir_okay=False),
-            envvar="IRONHUB_CA",
-            help="Hub CA certificate (env IRONHUB_CA; default <data dir>/ca.pem).",
-        ),
-        _data_option,
-        _json_option,
-    )
-    command: Callable[..., None] = wrapper
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return with_options(wrapper, (api_option, ca_option, _data_option, _json_option))
 
 
 def _secret_input(env: str, prompt: str) -> str:

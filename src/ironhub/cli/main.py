@@ -231,6 +231,16 @@ def _properties(
     return properties
 
 
+def with_options(
+    func: Callable[..., None], options: tuple[Callable[[Any], Any], ...]
+) -> Callable[..., None]:
+    """Apply click options to ``func`` so that ``--help`` lists them in the given order."""
+    command = func
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _message_options(func: Callable[..., None]) -> Callable[..., None]:
     """``--body``, ``--property``, ``--ttl`` and the system properties of a message to send."""
     options = (
@@ -255,10 +265,7 @@ def _message_options(func: Callable[..., None]) -> Callable[..., None]:
         click.option("--content-type", default=None, help="Content type ($.ct)."),
         click.option("--content-encoding", default=None, help="Content encoding ($.ce)."),
     )
-    command = func
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return with_options(func, options)
 
 
 def _confirm(yes: bool, question: str, action: str) -> None:
@@ -289,6 +296,22 @@ _data_option = click.option(
 )
 
 
+#: The API address and its CA, shared by every client command (token or not).
+api_option = click.option(
+    "--api",
+    envvar="IRONHUB_API",
+    default=DEFAULT_API_URL,
+    show_default=True,
+    help="Operator API URL (env IRONHUB_API).",
+)
+ca_option = click.option(
+    "--ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="IRONHUB_CA",
+    help="Hub CA certificate (env IRONHUB_CA; default <data dir>/ca.pem).",
+)
+
+
 def _client_options(func: Callable[..., None]) -> Callable[..., None]:
     """Add ``--api``, ``--ca``, ``--token-file``, ``--data`` and ``--json`` to a client command.
 
@@ -312,19 +335,8 @@ def _client_options(func: Callable[..., None]) -> Callable[..., None]:
             func(client=client, out=out, **kwargs)
 
     options = (
-        click.option(
-            "--api",
-            envvar="IRONHUB_API",
-            default=DEFAULT_API_URL,
-            show_default=True,
-            help="Operator API URL (env IRONHUB_API).",
-        ),
-        click.option(
-            "--ca",
-            type=click.Path(path_type=Path, dir_okay=False),
-            envvar="IRONHUB_CA",
-            help="Hub CA certificate (env IRONHUB_CA; default <data dir>/ca.pem).",
-        ),
+        api_option,
+        ca_option,
         click.option(
             "--token-file",
             type=click.Path(path_type=Path, dir_okay=False),
@@ -334,10 +346,7 @@ def _client_options(func: Callable[..., None]) -> Callable[..., None]:
         _data_option,
         _json_option,
     )
-    command: Callable[..., None] = wrapper
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return with_options(wrapper, options)
 
 
 def session_file() -> Path:
@@ -712,7 +721,11 @@ def device_show(client: HubClient, out: Output, device_id: str) -> None:
 @_client_options
 def device_rotate_key(client: HubClient, out: Output, device_id: str, slot: str) -> None:
     """Regenerate one SAS key; the other key keeps working meanwhile."""
-    answer = client.request("POST", _device_path(device_id, "keys", slot, "rotate"))
+    _rotate_key(client, out, _device_path(device_id, "keys", slot, "rotate"), slot)
+
+
+def _rotate_key(client: HubClient, out: Output, path: str, slot: str) -> None:
+    answer = client.request("POST", path)
     if out.as_json:
         out.json(answer)
         return
@@ -972,26 +985,28 @@ def c2d_send(
     client: HubClient,
     out: Output,
     identity: str,
-    body: str,
-    properties: dict[str, str],
-    ttl_seconds: float | None,
-    message_id: str | None,
-    correlation_id: str | None,
-    content_type: str | None,
-    content_encoding: str | None,
+    **message: Any,  # noqa: ANN401 - the options of _message_options
 ) -> None:
     """Queue a cloud-to-device message for device ID (delivered when it is connected)."""
+    _send_message(client, out, identity, input_name=None, message=message)
+
+
+def _send_message(
+    client: HubClient,
+    out: Output,
+    identity: str,
+    *,
+    input_name: str | None,
+    message: dict[str, Any],
+) -> None:
+    """Send what :func:`_message_options` collected; show the queued message."""
+    system = {k: message.pop(k) for k in ("correlation_id", "content_type", "content_encoding")}
     answer = client.send_cloud_message(
         identity,
-        body,
-        properties=properties,
-        ttl_seconds=ttl_seconds,
-        message_id=message_id,
-        system={
-            "correlation_id": correlation_id,
-            "content_type": content_type,
-            "content_encoding": content_encoding,
-        },
+        message.pop("body"),
+        input_name=input_name,
+        system=system,
+        **message,
     )
     if out.as_json:
         out.json(answer)
@@ -1155,14 +1170,9 @@ def module_rotate_key(
 ) -> None:
     """Regenerate one SAS key of a module; the other key keeps working meanwhile."""
     module = urllib.parse.quote(module_id, safe="")
-    path = _device_path(device_id, "modules", module, "keys", slot, "rotate")
-    answer = client.request("POST", path)
-    if out.as_json:
-        out.json(answer)
-        return
-    out.fields([(f"New {slot} key", answer["key"])])
-    out.text("Connection string:")
-    out.text(safe(answer["connection_string"]))
+    _rotate_key(
+        client, out, _device_path(device_id, "modules", module, "keys", slot, "rotate"), slot
+    )
 
 
 @module.command("connection-string")
@@ -1201,32 +1211,10 @@ def module_send_input(
     device_id: str,
     module_id: str,
     input_name: str,
-    body: str,
-    properties: dict[str, str],
-    ttl_seconds: float | None,
-    message_id: str | None,
-    correlation_id: str | None,
-    content_type: str | None,
-    content_encoding: str | None,
+    **message: Any,  # noqa: ANN401 - the options of _message_options
 ) -> None:
     """Queue a message for input INPUT of module MODULE of DEVICE."""
-    answer = client.send_cloud_message(
-        f"{device_id}/{module_id}",
-        body,
-        properties=properties,
-        ttl_seconds=ttl_seconds,
-        message_id=message_id,
-        input_name=input_name,
-        system={
-            "correlation_id": correlation_id,
-            "content_type": content_type,
-            "content_encoding": content_encoding,
-        },
-    )
-    if out.as_json:
-        out.json(answer)
-    else:
-        _show_queued(out, answer)
+    _send_message(client, out, f"{device_id}/{module_id}", input_name=input_name, message=message)
 
 
 # --- certificate authorities -------------------------------------------------------------------

@@ -1347,9 +1347,9 @@ class _Connection(asyncio.Protocol):
             self._acknowledge_when_done(publish.packet_id, done)
         request_id = classified.request_id or ""
         if classified.kind == "twin-get":
-            self._spawn(self._twin_get(request_id, done))
+            self._spawn(self._twin_request(request_id, None, done))
         elif classified.kind == "twin-patch-reported":
-            self._spawn(self._twin_patch(request_id, publish.payload, done))
+            self._spawn(self._twin_request(request_id, publish.payload, done))
         else:
             self._method_answer(request_id, classified.status or 0, publish.payload)
             done.set_result(0)
@@ -1367,31 +1367,20 @@ class _Connection(asyncio.Protocol):
             implicit=True,
         )
 
-    async def _twin_get(self, request_id: str, done: asyncio.Future[int]) -> None:
+    async def _twin_request(
+        self, request_id: str, body: bytes | None, done: asyncio.Future[int]
+    ) -> None:
+        """Answer a twin GET (``body`` None) or a reported PATCH on ``$iothub/twin/res``."""
         twins = self._endpoint.services.twins
         try:
             if twins is None:
                 self._twin_respond(503, request_id, _error_body("twins are not available"))
-                return
-            twin = await twins.device_get(self._identity)
-            self._twin_respond(200, request_id, twin.device_document())
-        except ThrottledError as exc:
-            self._twin_respond(429, request_id, _error_body(str(exc)))
-        except StorageError:
-            logger.exception("twin read failed client_id=%s", self._id())
-            self._twin_respond(503, request_id, _error_body("the twin store is unavailable"))
-        finally:
-            if not done.done():
-                done.set_result(0)
-
-    async def _twin_patch(self, request_id: str, body: bytes, done: asyncio.Future[int]) -> None:
-        twins = self._endpoint.services.twins
-        try:
-            if twins is None:
-                self._twin_respond(503, request_id, _error_body("twins are not available"))
-                return
-            twin = await twins.device_patch_reported(self._identity, body)
-            self._twin_respond(204, request_id, version=twin.reported_version)
+            elif body is None:
+                twin = await twins.device_get(self._identity)
+                self._twin_respond(200, request_id, twin.device_document())
+            else:
+                twin = await twins.device_patch_reported(self._identity, body)
+                self._twin_respond(204, request_id, version=twin.reported_version)
         except ValidationError as exc:
             self._endpoint.security_event(
                 self.peer_host,
@@ -1403,7 +1392,7 @@ class _Connection(asyncio.Protocol):
         except ThrottledError as exc:
             self._twin_respond(429, request_id, _error_body(str(exc)))
         except StorageError:
-            logger.exception("twin write failed client_id=%s", self._id())
+            logger.exception("twin store failed client_id=%s", self._id())
             self._twin_respond(503, request_id, _error_body("the twin store is unavailable"))
         finally:
             if not done.done():
