@@ -53,6 +53,9 @@ class Metrics:
         self.twin_updates_total = Counter(
             "ironhub_twin_updates", "Twin changes by section source", ["source"], registry=r
         )
+        self.live_tails = Gauge(
+            "ironhub_live_tails", "Open live tails of the message log (SSE)", registry=r
+        )
         self.audit_healthy = Gauge(
             "ironhub_audit_healthy",
             "1 while the audit log's last write succeeded; 0 raises the alarm",

@@ -4,11 +4,14 @@ unmodified Azure SDK sending telemetry, and the operator watching it with `messa
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import queue
+import ssl
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -60,6 +63,9 @@ def test_readme_quickstart(tmp_path: Path) -> None:
             env=env,
         ) as tail:
             try:
+                # The tail shows messages committed from its subscription on: wait for it, so a
+                # fast device cannot send before the tail listens (a race seen once under load).
+                _wait_for_live_tail(hub.api_url, hub.ca_path, token)
                 device = subprocess.run(
                     [
                         str(python),
@@ -88,6 +94,25 @@ def test_readme_quickstart(tmp_path: Path) -> None:
         assert [json.loads(m["payload_text"]) for m in telemetry] == [{"n": 0}, {"n": 1}]
         assert telemetry[0]["properties"]["site"] == "lab"
         assert telemetry[0]["device_id"] == "dev1"
+
+
+def _wait_for_live_tail(api_url: str, ca_path: Path, token: str) -> None:
+    url = urllib.parse.urlsplit(api_url)
+    context = ssl.create_default_context(cafile=str(ca_path))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPSConnection(
+            url.hostname or "", url.port, context=context, timeout=10
+        )
+        try:
+            conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+            body = conn.getresponse().read().decode()
+        finally:
+            conn.close()
+        if "\nironhub_live_tails 1.0" in body:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the messages tail never subscribed")
 
 
 class _Events:

@@ -41,6 +41,7 @@ from ironhub.streams.log import SubscriberLagged
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from prometheus_client import Gauge
     from starlette.types import Receive, Scope, Send
 
     from ironhub.storage.interfaces import StoredMessage
@@ -86,9 +87,10 @@ def message_view(message: StoredMessage) -> MessageView:
 class TailRegistry:
     """Counts live tails against the cap and ends them all at shutdown."""
 
-    def __init__(self, max_clients: int) -> None:
+    def __init__(self, max_clients: int, gauge: Gauge | None = None) -> None:
         self.max_clients = max_clients
         self.active = 0
+        self._gauge = gauge
         self._closing = asyncio.Event()
 
     def acquire(self) -> None:
@@ -104,10 +106,14 @@ class TailRegistry:
                 f"too many live tails (limit {self.max_clients})", retry_after_seconds=5.0
             )
         self.active += 1
+        if self._gauge is not None:
+            self._gauge.set(self.active)
 
     def release(self) -> None:
         """Give one slot back."""
         self.active -= 1
+        if self._gauge is not None:
+            self._gauge.set(self.active)
 
     def close_all(self) -> None:
         """End every open tail (and refuse new ones): the hub is shutting down."""

@@ -345,7 +345,7 @@ def create_app(
     state = APIState(
         services=services,
         failures=FailureWindow(config.limits.auth_failures_per_source_per_minute),
-        tails=TailRegistry(config.api.max_tail_clients),
+        tails=TailRegistry(config.api.max_tail_clients, services.metrics.live_tails),
         tail_heartbeat_seconds=tail_heartbeat_seconds,
         body_timeout_seconds=body_timeout_seconds,
         operations=OPERATIONS,
