@@ -34,8 +34,10 @@ __all__ = [
     "AccessConfig",
     "AuditConfig",
     "HubConfig",
+    "KeysConfig",
     "LimitsConfig",
     "MQTTConfig",
+    "ProvisioningConfig",
     "StorageConfig",
     "load_config",
     "parse_host_port",
@@ -173,6 +175,59 @@ class AccessConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProvisioningConfig:
+    """The DPS-compatible provisioning service and the device CA (docs/adr/0012).
+
+    Devices reach provisioning on the hub's own TLS listener with the DPS username shape
+    (azure-iot-mqtt.md §5); the provisioning host name is the hub's primary host name.
+    """
+
+    #: Whether DPS-shaped connections are served at all.
+    enabled: bool = True
+    #: The ID scope devices are configured with (``{idScope}/registrations/...``). Empty: one
+    #: derived from the hub's primary host name (``0ne`` and 8 hex digits).
+    id_scope: str = ""
+    #: ``retry-after`` given to the device while an operation is assigning, in seconds (Azure
+    #: documents a budget of 5 polls per 10 s, so at least 2).
+    poll_interval_seconds: int = 2
+    #: Status polls allowed per registration within ``poll_window_seconds``; more get 429.
+    max_polls_per_window: int = 5
+    poll_window_seconds: float = 10.0
+    #: How long a finished operation can still be polled.
+    operation_ttl_seconds: float = 300.0
+    #: Validity of a certificate issued from a CSR, and of the device CA itself.
+    certificate_validity_days: int = 30
+    device_ca_validity_days: int = 3650
+    #: A provisioning connection is closed this long after CONNACK whatever it does.
+    max_connection_seconds: float = 120.0
+    #: Claim tokens: the longest lifetime an operator may give one, and the most uses.
+    claim_token_max_lifetime_days: float = 30.0
+    claim_token_max_uses: int = 10000
+    #: The CRL's nextUpdate lies this far after its thisUpdate; it is re-signed before then.
+    crl_validity_hours: float = 24.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeysConfig:
+    """Where the CA keys and the key-encryption key are held (docs/adr/0012).
+
+    ``file`` (the default): 0600 files in the data directory. ``pkcs11``: keys inside a
+    PKCS#11 token (an HSM, or SoftHSM2); the private CA keys never leave it, the KEK is kept
+    wrapped under a token AES key. If the configured source is unavailable the hub refuses to
+    start: there is never a fallback key.
+    """
+
+    backend: str = "file"
+    #: The PKCS#11 module (``.so``) to load, e.g. ``/usr/lib/softhsm/libsofthsm2.so``.
+    pkcs11_module: str = ""
+    #: The token's label.
+    pkcs11_token_label: str = ""
+    #: A file holding the user PIN (0600), or the name of an environment variable holding it.
+    pkcs11_pin_file: str = ""
+    pkcs11_pin_env: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     """Everything one hub process needs to know."""
 
@@ -186,6 +241,8 @@ class HubConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
+    provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
+    keys: KeysConfig = field(default_factory=KeysConfig)
 
     @property
     def hostname(self) -> str:
@@ -206,6 +263,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "audit": AuditConfig,
     "storage": StorageConfig,
     "access": AccessConfig,
+    "provisioning": ProvisioningConfig,
+    "keys": KeysConfig,
 }
 
 
@@ -224,9 +283,29 @@ def parse_host_port(text: str, *, what: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
+_BOOL_WORDS: dict[str, bool] = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "0": False,
+    "false": False,
+    "no": False,
+}
+
+
+def _coerce_bool(value: Any) -> bool:  # noqa: ANN401 - TOML or environment value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.lower()]
+    raise TypeError
+
+
 def _coerce(value: Any, target: Any, where: str) -> Any:  # noqa: ANN401 - typed by dataclass field
     """Convert a TOML or environment value to the field's declared type."""
     try:
+        if target in ("bool", bool):
+            return _coerce_bool(value)
         if target in ("int", int):
             if isinstance(value, bool):
                 raise TypeError
@@ -343,4 +422,8 @@ def load_config(  # noqa: C901, PLR0912 - one linear pass over the sources
     _check_bind(built["api"].host, "api.host", allow_public=allow_public)
     if built["storage"].synchronous not in ("FULL", "NORMAL", "EXTRA"):
         raise ConfigError("storage.synchronous: must be FULL, EXTRA or NORMAL")
+    if built["keys"].backend not in ("file", "pkcs11"):
+        raise ConfigError("keys.backend: must be file or pkcs11")
+    if built["provisioning"].poll_interval_seconds < 1:
+        raise ConfigError("provisioning.poll_interval_seconds: must be at least 1")
     return HubConfig(data_dir=data_dir, hostnames=names, **built)

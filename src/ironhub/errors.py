@@ -15,6 +15,7 @@ Every exception raised on purpose by ironhub derives from :class:`IronhubError`:
     ├── RequestTimeoutError         the device did not answer in time (methods: 504)
     ├── DeviceResponseError         the device answered with something unusable (methods: 502)
     ├── TrustError                  X.509 / PKI material is invalid or does not chain
+    │   └── CertificateRequestError a device's CSR was refused (reason: a kebab-case code)
     ├── SealingError                sealed key material cannot be opened (wrong KEK or tampered)
     ├── AuditError                  the tamper-evident audit log
     │   └── AuditIntegrityError     the log, a proof or a checkpoint does not verify: the log lies
@@ -38,6 +39,7 @@ __all__ = [
     "AuditIntegrityError",
     "AuthenticationError",
     "AuthorizationError",
+    "CertificateRequestError",
     "ConfigError",
     "ConflictError",
     "CorruptDatabaseError",
@@ -137,6 +139,20 @@ class DeviceResponseError(IronhubError):
 
 class TrustError(IronhubError):
     """X.509 material is malformed, expired, revoked, or does not chain to a trusted CA."""
+
+
+class CertificateRequestError(TrustError):
+    """A certificate signing request (CSR) was refused: unreadable, or asks for too much.
+
+    Attributes:
+        reason: a short kebab-case machine code (``"malformed"``, ``"bad-signature"``,
+            ``"key-type"``, ...; :data:`ironhub.pki.CSR_REFUSAL_REASONS` lists those of the
+            CSR rules). The message never quotes the request's own strings.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class SealingError(IronhubError):

@@ -2,15 +2,22 @@
 
 Data directory layout (created on first start, directory 0700, secrets 0600)::
 
-    ca.key / ca.pem          the hub CA (EC P-256) that signs the server certificate
+    ca.pem                   the hub CA certificate (EC P-256); its key signs the server cert
+    device-ca.pem            the device CA certificate; its key signs device certs and the CRL
+    ca.key, device-ca.key,   with ``keys.backend = "file"``: the two CA private keys and the
+    kek.key                  key-encryption key sealing every device key at rest (AES-GCM)
+    kek.wrapped              with ``keys.backend = "pkcs11"``: the key-encryption key encrypted
+                             by the token; the CA private keys stay inside the token
     server.key / server.pem  the TLS server certificate (SANs: host names, localhost, 127.0.0.1)
                              followed by the CA certificate (the chain the listeners present)
-    kek.key                  the key-encryption key sealing every device key at rest (AES-GCM)
+    audit.key / audit.pub    the Ed25519 key that signs audit checkpoints, and its public half
     ironhub.db               SQLite (WAL): registry, operator tokens, message log
     ironhub.toml             optional configuration (see :mod:`ironhub.config`)
 
-A half-made directory (some of these files missing) is refused rather than silently completed:
-missing trust material must never be replaced by new keys behind the operator's back.
+Where the CA keys and the KEK live, and every rule about opening them, is
+:mod:`ironhub.custody`. A half-made directory (some of these files missing) is refused rather
+than silently completed: missing trust material must never be replaced by new keys behind the
+operator's back.
 """
 
 from __future__ import annotations
@@ -20,10 +27,8 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
-import os
 import signal
 import ssl
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +53,15 @@ from ironhub.api import close_streams
 from ironhub.api.app import create_app
 from ironhub.audit.service import AuditLog
 from ironhub.clock import SYSTEM_CLOCK, Clock
-from ironhub.config import AccessConfig, HubConfig
+from ironhub.config import AccessConfig, HubConfig, load_config
+from ironhub.custody import (
+    DataFiles,
+    ensure_key_material,
+    open_key_material,
+    read_secret_file,
+    write_public_file,
+    write_secret_file,
+)
 from ironhub.errors import ConfigError, IronhubError, TrustError, ValidationError
 from ironhub.hub.c2d import CloudToDevice
 from ironhub.hub.commands import CommandBus
@@ -57,7 +70,8 @@ from ironhub.hub.methods import MethodService
 from ironhub.hub.tls import ServerTLSFiles, build_server_context
 from ironhub.hub.twins import TwinService
 from ironhub.metrics import Metrics
-from ironhub.registry.sealing import KEK_BYTES, generate_kek
+from ironhub.provisioning.authority import DeviceAuthority
+from ironhub.provisioning.service import ProvisioningService
 from ironhub.registry.service import Registry
 from ironhub.services import Services
 from ironhub.storage.interfaces import AuthKind
@@ -70,53 +84,6 @@ logger = logging.getLogger(__name__)
 
 #: The server certificate is re-issued when it expires within this many days.
 _SERVER_CERT_RENEW_DAYS = 30
-
-
-@dataclass(frozen=True, slots=True)
-class DataFiles:
-    """Paths inside a data directory."""
-
-    root: Path
-
-    @property
-    def ca_key(self) -> Path:
-        """The hub CA private key."""
-        return self.root / "ca.key"
-
-    @property
-    def ca_cert(self) -> Path:
-        """The hub CA certificate (give it to devices and CLI users)."""
-        return self.root / "ca.pem"
-
-    @property
-    def server_key(self) -> Path:
-        """The TLS server private key."""
-        return self.root / "server.key"
-
-    @property
-    def server_cert(self) -> Path:
-        """The TLS server certificate chain."""
-        return self.root / "server.pem"
-
-    @property
-    def kek(self) -> Path:
-        """The key-encryption key."""
-        return self.root / "kek.key"
-
-    @property
-    def audit_key(self) -> Path:
-        """The Ed25519 key that signs audit checkpoints."""
-        return self.root / "audit.key"
-
-    @property
-    def audit_public_key(self) -> Path:
-        """Its public half: what `ironhub audit verify --public-key` needs."""
-        return self.root / "audit.pub"
-
-    @property
-    def database(self) -> Path:
-        """The SQLite database."""
-        return self.root / "ironhub.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,29 +111,6 @@ class ServeInfo:
     api_url: str
     first_admin_token: str | None
     first_admin_password: str | None = None
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the start (never world-readable, even briefly)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(0o644)
-    tmp.replace(path)
-
-
-def _check_secret_file(path: Path) -> bytes:
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: must not be accessible by group or others (chmod 600)")
-    return path.read_bytes()
 
 
 def _url_host(host: str) -> str:
@@ -206,63 +150,61 @@ def _server_key_matches(cert: x509.Certificate, key_pem: bytes) -> bool:
 
 
 def ensure_trust_material(
-    data_dir: Path, hostnames: tuple[str, ...], *, clock: Clock = SYSTEM_CLOCK
+    config: HubConfig | Path,
+    hostnames: tuple[str, ...] = (),
+    *,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> bool:
-    """Create the CA, server certificate and KEK on first start; renew the server certificate.
+    """Create the CAs, KEK and audit key on first start; renew the server certificate.
+
+    The CA keys and the KEK are made and opened by the configured custody backend
+    (:func:`ironhub.custody.ensure_key_material`): files, or a PKCS#11 token. The server
+    certificate is signed by the hub CA key wherever it lives; its own key is a 0600 file with
+    either backend, as the TLS listeners load it from disk.
+
+    Args:
+        config: the hub configuration. A bare data directory is the form from before key
+            custody, kept for existing callers: the configuration is then loaded from it
+            (``ironhub.toml`` and ``IRONHUB_*``, :func:`~ironhub.config.load_config`), so its
+            ``[keys]`` backend is honoured rather than silently replaced by the default.
+        hostnames: with a bare data directory only: the names the server certificate covers
+            (default: the configured ones).
+        clock: the issuing time of new certificates.
 
     Returns:
         ``True`` if the directory was new.
 
     Raises:
-        ConfigError: the directory is half-made or its secrets are readable by others.
+        ConfigError: the directory is half-made, its secrets are readable by others, or the
+            key source is unavailable (see :func:`ironhub.custody.open_key_material`).
     """
-    files = DataFiles(data_dir)
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    core = (files.ca_key, files.ca_cert, files.kek)
-    present = [p.exists() for p in core]
+    if not isinstance(config, HubConfig):
+        config = load_config(config, hostnames=hostnames)
+    files = DataFiles(config.data_dir)
     now = dt.datetime.fromtimestamp(clock.time(), tz=dt.UTC)
-    created = False
-    if not any(present):
-        if files.database.exists():
-            raise ConfigError(
-                f"{data_dir}: a database exists but the CA and key-encryption key are missing; "
-                "refusing to create new keys for existing devices"
-            )
-        ca_key, ca_cert = pki.create_ca("ironhub hub CA", now=now)
-        _write_secret(files.ca_key, pki.private_key_pem(ca_key))
-        _write_public(files.ca_cert, pki.certificate_pem(ca_cert))
-        _write_secret(files.kek, generate_kek())
-        created = True
-        logger.info("created hub CA and key-encryption key data_dir=%s", data_dir)
-    elif not all(present):
-        missing = ", ".join(p.name for p, ok in zip(core, present, strict=True) if not ok)
-        raise ConfigError(f"{data_dir}: incomplete data directory, missing {missing}")
-
-    kek = _check_secret_file(files.kek)
-    if len(kek) != KEK_BYTES:
-        raise ConfigError(f"{files.kek}: not a {KEK_BYTES}-byte key")
-    ca_key_loaded = pki.load_private_key_pem(_check_secret_file(files.ca_key))
-    ca_cert_loaded = pki.parse_certificate_pem(files.ca_cert.read_bytes())
-
+    created = ensure_key_material(config, clock=clock)
     _ensure_audit_key(files)
-    renew = True
-    if files.server_cert.exists() and files.server_key.exists():
-        server_key_pem = _check_secret_file(files.server_key)
-        current = pki.parse_certificate_pem(
-            files.server_cert.read_text().split("-----END CERTIFICATE-----")[0]
-            + "-----END CERTIFICATE-----\n"
-        )
-        renew = not _server_cert_covers(current, hostnames, now) or not _server_key_matches(
-            current, server_key_pem
-        )
-    if renew:
-        key, cert = pki.issue_server_certificate(ca_key_loaded, ca_cert_loaded, hostnames, now=now)
-        files.server_key.unlink(missing_ok=True)
-        _write_secret(files.server_key, pki.private_key_pem(key))
-        _write_public(
-            files.server_cert, pki.certificate_pem(cert) + pki.certificate_pem(ca_cert_loaded)
-        )
-        logger.info("issued server certificate hostnames=%s", ",".join(hostnames))
+    with open_key_material(config, clock=clock) as keys:
+        renew = True
+        if files.server_cert.exists() and files.server_key.exists():
+            server_key_pem = read_secret_file(files.server_key)
+            current = pki.parse_certificate_pem(
+                files.server_cert.read_text().split("-----END CERTIFICATE-----")[0]
+                + "-----END CERTIFICATE-----\n"
+            )
+            renew = not _server_cert_covers(
+                current, config.hostnames, now
+            ) or not _server_key_matches(current, server_key_pem)
+        if renew:
+            key, cert = pki.issue_server_certificate(
+                keys.ca_key, keys.ca_cert, config.hostnames, now=now
+            )
+            files.server_key.unlink(missing_ok=True)
+            write_secret_file(files.server_key, pki.private_key_pem(key))
+            write_public_file(
+                files.server_cert, pki.certificate_pem(cert) + pki.certificate_pem(keys.ca_cert)
+            )
+            logger.info("issued server certificate hostnames=%s", ",".join(config.hostnames))
     return created
 
 
@@ -280,11 +222,11 @@ def _ensure_audit_key(files: DataFiles) -> None:
                 "new audit key (the existing checkpoints would no longer verify)"
             )
         key = Ed25519PrivateKey.generate()
-        _write_secret(
+        write_secret_file(
             files.audit_key,
             key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()),
         )
-        _write_public(
+        write_public_file(
             files.audit_public_key,
             key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
         )
@@ -292,7 +234,7 @@ def _ensure_audit_key(files: DataFiles) -> None:
 
 
 def _load_audit_key(files: DataFiles) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(_check_secret_file(files.audit_key), password=None)
+    key = serialization.load_pem_private_key(read_secret_file(files.audit_key), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{files.audit_key}: not an Ed25519 private key")
     return key
@@ -302,9 +244,16 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
     password_policy, lockout_policy, session_policy = access_policies(config.access)
     files = DataFiles(config.data_dir)
     metrics = Metrics()
+    # Refuses to start if the key source (files or PKCS#11 token) is unavailable: there is
+    # never a fallback key (SECURITY-TESTS §3.7 item 32).
+    keys = open_key_material(config, clock=clock)
     storage = SQLiteStorage(files.database, config.storage, clock, metrics)
-    await storage.open()
-    kek = _check_secret_file(files.kek)
+    try:
+        await storage.open()
+    except BaseException:
+        keys.close()
+        raise
+    kek = keys.kek
     registry = Registry(storage, kek, clock)
     tokens = TokenService(storage, clock, session_policy)
     log = MessageLog(storage, clock, metrics)
@@ -319,14 +268,24 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         witness_path=Path(config.audit.witness_path) if config.audit.witness_path else None,
         metrics=metrics,
     )
+    authority = DeviceAuthority(
+        storage,
+        key=keys.device_ca_key,
+        certificate=keys.device_ca_cert,
+        clock=clock,
+        config=config.provisioning,
+    )
     try:
         # Refuses a log that does not verify: the hub does not start on it (fail closed).
         await audit.open()
+        await authority.open()
     except BaseException:
         await log.close()
         await storage.close()
+        keys.close()
         raise
     commands = CommandBus()
+    twins = TwinService(storage, registry, commands, clock, limits=config.limits, metrics=metrics)
     return Services(
         config=config,
         clock=clock,
@@ -348,9 +307,7 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
             inactive_after_seconds=config.access.inactive_after_days * 86400.0,
             max_concurrent_hashes=config.access.max_concurrent_hashes,
         ),
-        twins=TwinService(
-            storage, registry, commands, clock, limits=config.limits, metrics=metrics
-        ),
+        twins=twins,
         methods=MethodService(registry, commands, clock, config.limits, metrics=metrics),
         c2d=CloudToDevice(
             storage,
@@ -361,6 +318,17 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
             limits=config.limits,
             metrics=metrics,
         ),
+        provisioning=ProvisioningService(
+            storage,
+            registry,
+            twins,
+            authority,
+            kek=kek,
+            clock=clock,
+            config=config,
+            audit=audit,
+        ),
+        keys=keys,
     )
 
 
@@ -416,7 +384,7 @@ async def _init_async(data_dir: Path, hostnames: tuple[str, ...]) -> InitResult:
     from ironhub.config import load_config  # noqa: PLC0415 - avoid a cycle at import
 
     config = load_config(data_dir, hostnames=hostnames)
-    created = ensure_trust_material(data_dir, config.hostnames)
+    created = ensure_trust_material(config)
     services = await _open_services(config, SYSTEM_CLOCK)
     try:
         token, password = await _bootstrap(services)
@@ -475,6 +443,9 @@ class _TrustStore:
                 for pem in device.certificates_pem
             )
             after = page[-1].device_id
+        if self._services.provisioning is not None:
+            # The device CA, and what provisioning clients may present (docs/adr/0012).
+            pems.extend(await self._services.provisioning.trust_pems())
         self._context = build_server_context(self._files, "\n".join(pems))
 
     def on_change(self) -> None:
@@ -536,10 +507,14 @@ async def _audit_hub_event(services: Services, action: str) -> None:
 
 
 async def _close_services(services: Services) -> None:
+    if services.provisioning is not None:
+        await services.provisioning.close()
     if services.audit is not None:
         await services.audit.close()
     await services.log.close()
     await services.storage.close()
+    if services.keys is not None:
+        services.keys.close()
 
 
 async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> RunningHub:
@@ -551,7 +526,7 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
         OSError: a listener cannot bind.
     """
     files = DataFiles(config.data_dir)
-    ensure_trust_material(config.data_dir, config.hostnames, clock=clock)
+    ensure_trust_material(config, clock=clock)
     services = await _open_services(config, clock)
     token, password = await _bootstrap(services)
     if token is None:
@@ -560,6 +535,8 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
     trust = _TrustStore(tls_files, services)
     await trust.rebuild()
     services.registry.add_trust_listener(trust.on_change)
+    if services.provisioning is not None:
+        services.provisioning.add_trust_listener(trust.on_change)
     endpoint = DeviceEndpoint(services, ssl_context=trust.current)
     services.endpoint = endpoint
     await endpoint.start()
@@ -592,6 +569,8 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
             raise ConfigError(f"the API could not listen on {config.api.host}:{config.api.port}")
         await asyncio.sleep(0.01)
     host, port = endpoint.address
+    if services.provisioning is not None:
+        services.provisioning.port = port
     api_port = api.servers[0].sockets[0].getsockname()[1] if api.servers else config.api.port
     info = ServeInfo(
         hostname=config.hostname,

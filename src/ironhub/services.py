@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from ironhub.audit.service import AuditLog
     from ironhub.clock import Clock
     from ironhub.config import HubConfig
+    from ironhub.custody import KeyMaterial
     from ironhub.hub.c2d import CloudToDevice
     from ironhub.hub.commands import CommandBus
     from ironhub.hub.methods import MethodService
     from ironhub.hub.twins import TwinService
     from ironhub.metrics import Metrics
+    from ironhub.provisioning.service import ProvisioningService
     from ironhub.registry.service import Registry
     from ironhub.storage.interfaces import Storage
     from ironhub.streams.log import MessageLog
@@ -64,3 +66,6 @@ class Services:
     methods: MethodService | None = None
     c2d: CloudToDevice | None = None
     operators: OperatorService | None = None
+    provisioning: ProvisioningService | None = None
+    #: The key custody (file or PKCS#11 token), closed with the services.
+    keys: KeyMaterial | None = None

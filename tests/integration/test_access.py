@@ -215,6 +215,9 @@ REPRESENTATIVE: dict[Permission, tuple[str, str, Any]] = {
     P.OPERATORS_MANAGE: ("GET", "/operators", None),
     P.TOKENS_MANAGE: ("GET", "/tokens", None),
     P.METRICS_READ: ("GET", "/metrics", None),
+    P.PROVISIONING_READ: ("GET", "/provisioning/enrollments", None),
+    P.PROVISIONING_WRITE: ("DELETE", "/provisioning/claim-tokens/ct_none", None),
+    P.CERTIFICATES_REVOKE: ("POST", "/certificates/ABC/revoke", {}),
     P.ACCOUNT_SELF: ("POST", "/logout", None),
 }
 HUMAN_ROLES = (Role.VIEWER, Role.OPERATOR, Role.SECURITY_ADMIN, Role.ADMIN)

@@ -13,9 +13,10 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
-from tests.support.sdk import SDK_DEVICE_SCRIPT, next_address, sdk_python
+from tests.support.sdk import SDK_DEVICE_SCRIPT, SDK_PROVISION_SCRIPT, next_address, sdk_python
 from tests.support.serve_process import ServeProcess, child_environment, hub_command
 
 pytestmark = pytest.mark.sdk
@@ -246,3 +247,71 @@ def test_readme_twins_methods_and_c2d(tmp_path: Path) -> None:
 
         offline = cli("device", "invoke", "dev1", "reboot", "--timeout", "2")
         assert offline.returncode == 4, offline.stderr
+
+
+def _cli_json(env: dict[str, str], *args: str) -> Any:
+    done = subprocess.run(
+        hub_command(*args, "--json"), capture_output=True, env=env, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def test_readme_provisioning(tmp_path: Path) -> None:
+    """The README's provisioning quickstart: a group, a derived key, the SDK registers."""
+    python = sdk_python()
+    address = next_address()
+    data = tmp_path / "ironhub-data"
+    init = subprocess.run(
+        hub_command("init", "--data", str(data), "--hostname", address, "--json"),
+        capture_output=True,
+        env=child_environment(),
+        timeout=60,
+        check=True,
+    )
+    token = json.loads(init.stdout)["first_admin_token"]
+    with ServeProcess.start(
+        data, mqtt=f"{address}:8883", extra_args=("--hostname", address)
+    ) as hub:
+        env = hub.cli_environment(token)
+        info = _cli_json(env, "provisioning", "info")
+        assert info["provisioningHost"] == address and info["port"] == 8883
+        _cli_json(env, "enrollment-group", "create", "factory", "--attestation", "symmetric")
+        key = _cli_json(env, "enrollment-group", "compute-device-key", "factory", "sensor-0042")[
+            "deviceKey"
+        ]
+        device = subprocess.run(
+            [
+                str(python),
+                str(SDK_PROVISION_SCRIPT),
+                json.dumps(
+                    {
+                        "provisioning_host": info["provisioningHost"],
+                        "id_scope": info["idScope"],
+                        "registration_id": "sensor-0042",
+                        "ca_file": str(hub.ca_path),
+                        "auth": "symmetric",
+                        "symmetric_key": key,
+                        "messages": 1,
+                    }
+                ),
+            ],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert device.returncode == 0, device.stdout + device.stderr
+        events = [json.loads(line) for line in device.stdout.decode().splitlines()]
+        registered = next(e for e in events if e["event"] == "registered")
+        assert registered["status"] == "assigned"
+        assert registered["device_id"] == "sensor-0042"
+        assert registered["assigned_hub"] == address
+        assert events[-1]["event"] == "done"
+        registration = _cli_json(env, "registration", "show", "sensor-0042")
+        assert registration["status"] == "assigned"
+        assert registration["enrollmentId"] == "factory"
+        messages = _cli_json(env, "messages", "list", "--device", "sensor-0042")
+        assert any(m["stream"] == "telemetry" for m in messages["messages"])
+        # Cutting the whole group off disables the device it provisioned.
+        _cli_json(env, "enrollment-group", "disable", "factory")
+        assert _cli_json(env, "device", "show", "sensor-0042")["state"] == "disabled"

@@ -14,6 +14,7 @@ from tests.support.services import require_service
 
 ROOT = Path(__file__).resolve().parents[2]
 SDK_DEVICE_SCRIPT = ROOT / "tests" / "interop" / "sdk_device.py"
+SDK_PROVISION_SCRIPT = ROOT / "tests" / "interop" / "sdk_provision.py"
 _addresses = itertools.count(2)
 
 

@@ -34,6 +34,7 @@ VIEWER = {
     P.CAS_READ,
     P.AUDIT_READ,
     P.METRICS_READ,
+    P.PROVISIONING_READ,
     P.ACCOUNT_SELF,
 }
 #: What every role for people holds besides reads: its own account.
@@ -42,12 +43,26 @@ SELF = frozenset({P.ACCOUNT_SELF})
 # The whole matrix, written out once more by hand: a change to a role must change this too.
 EXPECTED: dict[Role, set[Permission]] = {
     Role.VIEWER: VIEWER,
-    Role.OPERATOR: VIEWER | {P.TWINS_WRITE, P.METHODS_INVOKE, P.C2D_SEND, P.DEVICES_STATE},
+    Role.OPERATOR: VIEWER
+    | {P.TWINS_WRITE, P.METHODS_INVOKE, P.C2D_SEND, P.DEVICES_STATE, P.CERTIFICATES_REVOKE},
     Role.SECURITY_ADMIN: VIEWER
-    | {P.AUDIT_EXPORT, P.OPERATORS_MANAGE, P.TOKENS_MANAGE, P.CAS_MANAGE},
+    | {
+        P.AUDIT_EXPORT,
+        P.OPERATORS_MANAGE,
+        P.TOKENS_MANAGE,
+        P.CAS_MANAGE,
+        P.CERTIFICATES_REVOKE,
+    },
     Role.ADMIN: set(Permission),
     Role.REGISTRY_READ: {P.DEVICES_READ},
-    Role.REGISTRY_WRITE: {P.DEVICES_READ, P.DEVICES_WRITE, P.DEVICES_STATE, P.KEYS_DISCLOSE},
+    Role.REGISTRY_WRITE: {
+        P.DEVICES_READ,
+        P.DEVICES_WRITE,
+        P.DEVICES_STATE,
+        P.KEYS_DISCLOSE,
+        P.PROVISIONING_READ,
+        P.PROVISIONING_WRITE,
+    },
     Role.SERVICE_CONNECT: {
         P.SERVICE_CONNECT,
         P.TWINS_READ,
@@ -85,6 +100,9 @@ def test_permission_names_are_stable() -> None:
         "operators:manage",
         "tokens:manage",
         "metrics:read",
+        "provisioning:read",
+        "provisioning:write",
+        "certificates:revoke",
         "service:connect",
         "device:connect",
         "account:self",
@@ -173,6 +191,9 @@ def test_operator_cannot_mint_impersonate_or_administer() -> None:
         P.CAS_MANAGE,
         P.DEVICE_CONNECT,
         P.SERVICE_CONNECT,
+        # Enrollments mint identities (and a symmetric one hands out keys); revoking a
+        # certificate, incident response, is all of provisioning an operator may do.
+        P.PROVISIONING_WRITE,
     }
     assert operator.isdisjoint(forbidden)
 
@@ -199,6 +220,8 @@ def test_writes_come_with_the_matching_read() -> None:
         (P.DEVICES_STATE, P.DEVICES_READ),
         (P.TWINS_WRITE, P.TWINS_READ),
         (P.CAS_MANAGE, P.CAS_READ),
+        (P.PROVISIONING_WRITE, P.PROVISIONING_READ),
+        (P.CERTIFICATES_REVOKE, P.PROVISIONING_READ),
     ]
     for role in Role:
         granted = ROLE_PERMISSIONS[role]
@@ -418,6 +441,32 @@ ROUTE_PERMISSIONS: dict[str, Permission | None] = {
     "createToken": P.TOKENS_MANAGE,
     "listTokens": P.TOKENS_MANAGE,
     "revokeToken": P.TOKENS_MANAGE,
+    "showProvisioning": P.PROVISIONING_READ,
+    "createEnrollment": P.PROVISIONING_WRITE,
+    "listEnrollments": P.PROVISIONING_READ,
+    "showEnrollment": P.PROVISIONING_READ,
+    "updateEnrollment": P.PROVISIONING_WRITE,
+    "deleteEnrollment": P.PROVISIONING_WRITE,
+    "createEnrollmentGroup": P.PROVISIONING_WRITE,
+    "listEnrollmentGroups": P.PROVISIONING_READ,
+    "showEnrollmentGroup": P.PROVISIONING_READ,
+    "updateEnrollmentGroup": P.PROVISIONING_WRITE,
+    "deleteEnrollmentGroup": P.PROVISIONING_WRITE,
+    # A derived device key is a device credential: a disclosure like a connection string.
+    "computeDeviceKey": P.KEYS_DISCLOSE,
+    "createClaimToken": P.PROVISIONING_WRITE,
+    "listClaimTokens": P.PROVISIONING_READ,
+    "revokeClaimToken": P.PROVISIONING_WRITE,
+    "listRegistrations": P.PROVISIONING_READ,
+    "showRegistration": P.PROVISIONING_READ,
+    "deleteRegistration": P.PROVISIONING_WRITE,
+    "listCertificates": P.PROVISIONING_READ,
+    "showCertificate": P.PROVISIONING_READ,
+    "revokeCertificate": P.CERTIFICATES_REVOKE,
+    "revokeDeviceCertificates": P.CERTIFICATES_REVOKE,
+    # Public: relying parties fetch the CRL and its CA without an account (serials only).
+    "showCRL": None,
+    "showDeviceCA": None,
 }
 
 
@@ -436,7 +485,7 @@ def test_every_served_route_maps_to_exactly_one_permission() -> None:
 
     served = {op.operation_id: op for op in OPERATIONS}
     assert set(served) == set(ROUTE_PERMISSIONS), "a route was added or removed: map it here"
-    public = {"healthz", "openapi", "login"}
+    public = {"healthz", "openapi", "login", "showCRL", "showDeviceCA"}
     for operation_id, op in served.items():
         # Every route declares exactly the permission of the table; only the public routes
         # (no token at all) declare none.

@@ -12,6 +12,7 @@ from ironhub.registry.sealing import (
     NONCE_BYTES,
     TAG_BYTES,
     device_key_aad,
+    enrollment_key_aad,
     generate_kek,
     operator_secret_aad,
     seal,
@@ -151,5 +152,19 @@ def test_operator_secrets_are_bound_to_their_account_and_apart_from_device_keys(
         device_key_aad("alice", "totp"),
     ):
         assert other != aad
+        with pytest.raises(SealingError):
+            unseal(KEK, blob, aad=other)
+
+
+def test_enrollment_keys_are_bound_to_their_enrollment_kind_and_slot() -> None:
+    aad = enrollment_key_aad("factory-a", group=True, slot="primary")
+    blob = seal(KEK, DEVICE_KEY, aad=aad)
+    assert unseal(KEK, blob, aad=aad) == DEVICE_KEY
+    for other in (
+        enrollment_key_aad("factory-a", group=False, slot="primary"),
+        enrollment_key_aad("factory-a", group=True, slot="secondary"),
+        enrollment_key_aad("factory-b", group=True, slot="primary"),
+        device_key_aad("factory-a", "primary"),
+    ):
         with pytest.raises(SealingError):
             unseal(KEK, blob, aad=other)

@@ -28,6 +28,9 @@ IoT Hub shared access policies (``registryRead``, ``registryReadWrite``, ``servi
     operators:manage                  x         x
     tokens:manage                     x         x
     metrics:read      x      x        x         x
+    provisioning:read x      x        x         x              x
+    provisioning:write                          x              x
+    certificates:revoke      x        x         x
     service:connect                             x                        x
     device:connect                              x                                 x
     account:self      x      x        x         x
@@ -50,7 +53,14 @@ Why:
   and the audit export. It writes no device data (no twins, methods, C2D, identities, keys): the
   people who decide who may act are not the people who act (separation of duties, as in NIST
   SP 800-53 AC-5). It can disable no device either; automatic responses (quarantine) and the
-  ``operator`` role do that.
+  ``operator`` role do that. It may revoke issued device certificates (incident response
+  against a stolen key), which takes a credential away and grants nothing.
+- Provisioning: every role for people reads enrollments, registrations, claim tokens and issued
+  certificates (``provisioning:read``, no secret in any of them); ``operator`` and
+  ``security-admin`` may revoke certificates (``certificates:revoke``); only ``admin`` and
+  ``registry-write`` create enrollments and claim tokens (``provisioning:write``): an
+  enrollment mints device identities and its creation answer carries keys, which is what
+  ``registry-write`` already does.
 - ``admin`` holds every permission. It is the only role that combines managing operators or
   tokens with writing device data or reading keys.
 - ``registry-read`` / ``registry-write`` are Azure's ``RegistryRead`` / ``RegistryReadWrite``:
@@ -124,6 +134,13 @@ class Permission(StrEnum):
     TOKENS_MANAGE = "tokens:manage"
     #: Read the Prometheus metrics.
     METRICS_READ = "metrics:read"
+    #: List enrollments, groups, registrations, claim tokens and issued certificates (no keys).
+    PROVISIONING_READ = "provisioning:read"
+    #: Create, change and delete enrollments and groups; issue and revoke claim tokens. A new
+    #: symmetric enrollment's keys are in the creation answer only.
+    PROVISIONING_WRITE = "provisioning:write"
+    #: Revoke issued device certificates (incident response).
+    CERTIFICATES_REVOKE = "certificates:revoke"
     #: Azure ``ServiceConnect``: connect to the service-facing endpoints.
     SERVICE_CONNECT = "service:connect"
     #: Azure ``DeviceConnect``: connect to the device-facing endpoints as any device.
@@ -156,6 +173,7 @@ _VIEWER: Final = frozenset(
         _P.CAS_READ,
         _P.AUDIT_READ,
         _P.METRICS_READ,
+        _P.PROVISIONING_READ,
         _P.ACCOUNT_SELF,
     }
 )
@@ -164,13 +182,33 @@ _VIEWER: Final = frozenset(
 ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType(
     {
         Role.VIEWER: _VIEWER,
-        Role.OPERATOR: _VIEWER | {_P.TWINS_WRITE, _P.METHODS_INVOKE, _P.C2D_SEND, _P.DEVICES_STATE},
+        Role.OPERATOR: _VIEWER
+        | {
+            _P.TWINS_WRITE,
+            _P.METHODS_INVOKE,
+            _P.C2D_SEND,
+            _P.DEVICES_STATE,
+            _P.CERTIFICATES_REVOKE,
+        },
         Role.SECURITY_ADMIN: _VIEWER
-        | {_P.AUDIT_EXPORT, _P.OPERATORS_MANAGE, _P.TOKENS_MANAGE, _P.CAS_MANAGE},
+        | {
+            _P.AUDIT_EXPORT,
+            _P.OPERATORS_MANAGE,
+            _P.TOKENS_MANAGE,
+            _P.CAS_MANAGE,
+            _P.CERTIFICATES_REVOKE,
+        },
         Role.ADMIN: frozenset(Permission),
         Role.REGISTRY_READ: frozenset({_P.DEVICES_READ}),
         Role.REGISTRY_WRITE: frozenset(
-            {_P.DEVICES_READ, _P.DEVICES_WRITE, _P.DEVICES_STATE, _P.KEYS_DISCLOSE}
+            {
+                _P.DEVICES_READ,
+                _P.DEVICES_WRITE,
+                _P.DEVICES_STATE,
+                _P.KEYS_DISCLOSE,
+                _P.PROVISIONING_READ,
+                _P.PROVISIONING_WRITE,
+            }
         ),
         Role.SERVICE_CONNECT: frozenset(
             {

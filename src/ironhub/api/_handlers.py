@@ -31,6 +31,7 @@ from ironhub.access.roles import Permission
 from ironhub.api._access import ACCESS_OPERATIONS
 from ironhub.api._audit import AUDIT_OPERATIONS
 from ironhub.api._http import RequestError, json_response
+from ironhub.api._provisioning import PROVISIONING_OPERATIONS
 from ironhub.api._routes import Operation, QueryParam
 from ironhub.api._tail import TailResponse, message_view
 from ironhub.api.schemas import (
@@ -1204,4 +1205,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *AUDIT_OPERATIONS,
     # Login, operator accounts and API tokens (api/_access.py).
     *ACCESS_OPERATIONS,
+    # Enrollments, claim tokens, registrations, issued certificates, the CRL
+    # (api/_provisioning.py).
+    *PROVISIONING_OPERATIONS,
 )

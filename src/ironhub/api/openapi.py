@@ -134,14 +134,16 @@ def build_openapi(operations: Iterable[Operation]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in ops:
         paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    # Named from the table, so the sentence cannot fall behind a new public route.
+    public = ", ".join(sorted({op.path for op in ops if op.permission is None}))
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "ironhub operator API",
             "version": __version__,
             "description": (
-                "Operator API of an ironhub IoT hub. Every route except /healthz and "
-                "/openapi.json needs `Authorization: Bearer <token>`. Errors always have the "
+                "Operator API of an ironhub IoT hub. Every route needs `Authorization: "
+                f"Bearer <token>` except the public ones ({public}). Errors always have the "
                 'body {"error": {"code": ..., "message": ...}}.'
             ),
         },

@@ -8,7 +8,11 @@ and the wire cannot drift apart.
 
 Timestamps are seconds since the Unix epoch (floats), as stored. Nothing here ever carries a
 sealed key, a token hash or a token secret, except the fields whose docstrings say they are
-shown once (``primary_key``, ``secondary_key``, ``key``, ``connection_string``).
+shown once (``primary_key``, ``secondary_key``, ``key``, ``connection_string``; for
+provisioning ``primaryKey``, ``secondaryKey``, ``deviceKey`` and a claim token's ``token``).
+
+The provisioning schemas use camelCase member names, as Azure DPS does (``registrationId``,
+``initialTwin``), so that scripts written against DPS read them without a translation table.
 
 msgspec resolves the (string) annotations of these classes when it first encodes or decodes
 them, so every name used in an annotation here is imported at runtime, never under
@@ -21,6 +25,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from ironhub.codec.dps import MAX_REGISTRATION_ID_CHARS
 from ironhub.hub.methods import (
     DEFAULT_METHOD_TIMEOUT_SECONDS,
     MAX_METHOD_TIMEOUT_SECONDS,
@@ -36,17 +41,36 @@ __all__ = [
     "AddCARequest",
     "CAList",
     "CAView",
+    "CertificateDetailView",
+    "CertificateList",
+    "CertificateView",
+    "ClaimTokenList",
+    "ClaimTokenView",
     "CloudMessageList",
     "CloudMessageView",
+    "ComputeDeviceKeyRequest",
     "ConnectionList",
     "ConnectionStringView",
     "ConnectionView",
+    "CreateClaimTokenRequest",
     "CreateDeviceRequest",
+    "CreateEnrollmentGroupRequest",
+    "CreateEnrollmentRequest",
     "CreateModuleRequest",
+    "CreatedClaimTokenView",
     "CreatedDeviceView",
+    "CreatedEnrollmentGroupView",
+    "CreatedEnrollmentView",
     "CreatedModuleView",
+    "DeviceKeyView",
     "DeviceList",
     "DeviceView",
+    "EnrollmentGroupList",
+    "EnrollmentGroupStateView",
+    "EnrollmentGroupView",
+    "EnrollmentList",
+    "EnrollmentStateView",
+    "EnrollmentView",
     "ErrorBody",
     "ErrorDetail",
     "HealthView",
@@ -56,10 +80,16 @@ __all__ = [
     "MethodResultView",
     "ModuleList",
     "ModuleView",
+    "ProvisioningInfoView",
     "PurgedView",
     "QueuedCloudMessageView",
+    "RegistrationList",
+    "RegistrationView",
+    "RevokeCertificateRequest",
+    "RevokedCertificatesView",
     "RotatedKeyView",
     "SendCloudMessageRequest",
+    "SetEnrollmentRequest",
     "TailLagged",
     "TwinList",
     "TwinPatchRequest",
@@ -428,3 +458,270 @@ class PurgedView(_Response):
     """How many queued messages a purge removed."""
 
     purged: int
+
+
+# --- provisioning ------------------------------------------------------------------------------
+
+AttestationName = Literal["symmetric", "x509"]
+ReprovisionName = Literal["keep-twin", "reset-twin"]
+RegistrationId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_REGISTRATION_ID_CHARS)]
+#: An individual enrollment takes one or two device certificates, a group up to ten CAs (the
+#: service applies the exact rule); this bound only keeps the body small.
+_EnrollmentCertificates = Annotated[list[CertificatePEM], msgspec.Meta(max_length=10)]
+
+
+class ProvisioningInfoView(_Response, rename="camel"):
+    """What a device is configured with to provision itself (``ironhub provisioning info``).
+
+    ``enabled`` is false when the hub serves no DPS-shaped connections; enrollments can still
+    be managed. ``deviceCaPem`` is the CA of every certificate issued from a CSR.
+    """
+
+    id_scope: str
+    provisioning_host: str
+    port: int
+    assigned_hub: str
+    enabled: bool
+    device_ca_pem: str
+
+
+class CreateEnrollmentRequest(_Request, rename="camel"):
+    """Create an individual enrollment for one registration id.
+
+    ``symmetric``: two keys are generated and shown in the answer only. ``x509``:
+    ``certificates`` holds one or two self-signed device certificates (PEM), matched by
+    thumbprint. ``initialTwin`` is ``{"tags": {...}, "properties": {"desired": {...}}}``;
+    ``allocationPayload`` a JSON object handed to the device when it registers.
+    """
+
+    registration_id: RegistrationId
+    attestation: AttestationName
+    certificates: _EnrollmentCertificates = []
+    device_id: DeviceId | None = None
+    initial_twin: dict[str, Any] | None = None
+    allocation_payload: dict[str, Any] | None = None
+    reprovision: ReprovisionName = "keep-twin"
+    enabled: bool = True
+
+
+class CreateEnrollmentGroupRequest(_Request, rename="camel"):
+    """Create an enrollment group.
+
+    ``symmetric``: two group keys are generated and shown in the answer only; each device's
+    key is derived from them (``compute-device-key``). ``x509``: ``certificates`` holds the CA
+    certificates (PEM) the devices' leaves chain to; the registration id is the leaf's CN.
+    """
+
+    group_id: DeviceId
+    attestation: AttestationName
+    certificates: _EnrollmentCertificates = []
+    initial_twin: dict[str, Any] | None = None
+    allocation_payload: dict[str, Any] | None = None
+    reprovision: ReprovisionName = "keep-twin"
+    enabled: bool = True
+
+
+class SetEnrollmentRequest(_Request, rename="camel"):
+    """Enable or disable an enrollment (disabling also disables the devices it provisioned)."""
+
+    enabled: bool
+
+
+class EnrollmentView(_Response, rename="camel"):
+    """An individual enrollment: never a key, sealed or not. ``certificates`` are public PEMs."""
+
+    registration_id: str
+    attestation: AttestationName
+    enabled: bool
+    device_id: str | None
+    certificates: list[str]
+    initial_twin: dict[str, Any]
+    allocation_payload: dict[str, Any] | None
+    reprovision: ReprovisionName
+    version: int
+    created_at: float
+    updated_at: float
+
+
+class EnrollmentGroupView(_Response, rename="camel"):
+    """An enrollment group: never a key, sealed or not. ``certificates`` are its CA PEMs."""
+
+    group_id: str
+    attestation: AttestationName
+    enabled: bool
+    certificates: list[str]
+    initial_twin: dict[str, Any]
+    allocation_payload: dict[str, Any] | None
+    reprovision: ReprovisionName
+    version: int
+    created_at: float
+    updated_at: float
+
+
+class CreatedEnrollmentView(_Response, rename="camel", omit_defaults=True):
+    """A new enrollment; a symmetric one's keys (base64) are shown this once only."""
+
+    enrollment: EnrollmentView
+    primary_key: str | None = None
+    secondary_key: str | None = None
+
+
+class CreatedEnrollmentGroupView(_Response, rename="camel", omit_defaults=True):
+    """A new group; a symmetric group's keys (base64) are shown this once only."""
+
+    group: EnrollmentGroupView
+    primary_key: str | None = None
+    secondary_key: str | None = None
+
+
+class EnrollmentStateView(_Response, rename="camel"):
+    """An enrollment after enabling or disabling it, and the devices that were disabled."""
+
+    enrollment: EnrollmentView
+    disabled_devices: list[str]
+
+
+class EnrollmentGroupStateView(_Response, rename="camel"):
+    """A group after enabling or disabling it, and the devices that were disabled."""
+
+    group: EnrollmentGroupView
+    disabled_devices: list[str]
+
+
+class EnrollmentList(_Response, rename="camel"):
+    """One page of enrollments by id; pass ``nextAfter`` as ``after`` for the next one."""
+
+    enrollments: list[EnrollmentView]
+    next_after: str | None
+
+
+class EnrollmentGroupList(_Response, rename="camel"):
+    """One page of groups by id; pass ``nextAfter`` as ``after`` for the next one."""
+
+    groups: list[EnrollmentGroupView]
+    next_after: str | None
+
+
+class ComputeDeviceKeyRequest(_Request, rename="camel"):
+    """The registration id whose key a symmetric group derives."""
+
+    registration_id: RegistrationId
+
+
+class DeviceKeyView(_Response, rename="camel"):
+    """A derived device key (base64 of HMAC-SHA256(group primary key, registration id))."""
+
+    registration_id: str
+    device_key: str
+
+
+class CreateClaimTokenRequest(_Request, rename="camel"):
+    """A claim token for a group: how many devices it may register, and for how long.
+
+    The upper bounds are the hub's configuration (``provisioning.claim_token_max_uses``,
+    ``claim_token_max_lifetime_days``).
+    """
+
+    uses: Annotated[int, msgspec.Meta(ge=1, le=2**31)] = 1
+    expires_in_seconds: Annotated[int, msgspec.Meta(ge=1, le=2**31)] = 86400
+
+
+class ClaimTokenView(_Response, rename="camel"):
+    """A claim token without its secret or hash.
+
+    ``state`` is ``active``, ``revoked``, ``expired`` or ``exhausted`` (all uses spent), as of
+    the answer.
+    """
+
+    token_id: str
+    group_id: str
+    max_uses: int
+    uses: int
+    created_at: float
+    expires_at: float
+    created_by: str
+    revoked: bool
+    state: Literal["active", "revoked", "expired", "exhausted"]
+
+
+class CreatedClaimTokenView(ClaimTokenView, rename="camel"):
+    """A new claim token; ``token`` is its secret, shown this once only."""
+
+    token: str
+
+
+class ClaimTokenList(_Response, rename="camel"):
+    """Claim tokens, oldest first."""
+
+    claim_tokens: list[ClaimTokenView]
+
+
+class RegistrationView(_Response, rename="camel"):
+    """The outcome of the last registration of one registration id.
+
+    ``enrollmentId`` names the individual enrollment or, when ``group`` is true, the group
+    that admitted it; ``certificateSerial`` the certificate issued at that registration.
+    """
+
+    registration_id: str
+    enrollment_id: str
+    group: bool
+    device_id: str
+    status: str
+    substatus: str
+    version: int
+    created_at: float
+    updated_at: float
+    error_code: int | None
+    error_message: str | None
+    certificate_serial: str | None
+
+
+class RegistrationList(_Response, rename="camel"):
+    """One page of registrations by id; pass ``nextAfter`` as ``after`` for the next one."""
+
+    registrations: list[RegistrationView]
+    next_after: str | None
+
+
+class CertificateView(_Response, rename="camel"):
+    """A certificate issued by the device CA (never a private key: the hub has none).
+
+    ``serial`` and ``thumbprint`` (SHA-256 of the DER) are upper-case hex.
+    """
+
+    serial: str
+    device_id: str
+    registration_id: str
+    thumbprint: str
+    not_before: float
+    not_after: float
+    issued_at: float
+    revoked: bool
+    revoked_at: float | None
+    revocation_reason: str | None
+
+
+class CertificateDetailView(CertificateView, rename="camel"):
+    """An issued certificate with its PEM."""
+
+    pem: str
+
+
+class CertificateList(_Response, rename="camel"):
+    """One page of certificates by serial; pass ``nextAfter`` as ``after`` for the next one."""
+
+    certificates: list[CertificateView]
+    next_after: str | None
+
+
+class RevokeCertificateRequest(_Request, rename="camel"):
+    """Why a certificate is revoked: an RFC 5280 reason name (default ``unspecified``)."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "unspecified"
+
+
+class RevokedCertificatesView(_Response, rename="camel"):
+    """The serials a device's revocation revoked (those revoked before are not repeated)."""
+
+    revoked: list[str]

@@ -1418,3 +1418,5 @@ def connections(client: HubClient, out: Output) -> None:
 # Command groups that live in their own modules register themselves on ``cli`` when imported.
 from ironhub.cli import access as _access_commands  # noqa: E402, F401
 from ironhub.cli import audit as _audit_commands  # noqa: E402, F401
+from ironhub.cli import custody as _custody_commands  # noqa: E402, F401
+from ironhub.cli import provisioning as _provisioning_commands  # noqa: E402, F401

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ironhub.config import HubConfig
     from ironhub.registry.service import Registry
 
-__all__ = ["AuthRefused", "Authenticated", "Authenticator"]
+__all__ = ["AuthRefused", "Authenticated", "Authenticator", "ProvisionedTrust"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,18 @@ class Authenticated:
     certificate_der: bytes | None = None
 
 
+class ProvisionedTrust(Protocol):
+    """What provisioning adds to device authentication (the provisioning service)."""
+
+    async def device_anchors(self) -> list[x509.Certificate]:
+        """CAs that CA-signed devices may chain to besides the registered CAs."""
+        ...
+
+    def is_revoked(self, certificate: x509.Certificate) -> bool:
+        """Whether the device CA revoked ``certificate``."""
+        ...
+
+
 class AuthRefused(Exception):  # noqa: N818 - a refusal, not an error of ours
     """Authentication failed; carries the CONNACK code to send and a machine reason."""
 
@@ -87,9 +99,16 @@ class AuthRefused(Exception):  # noqa: N818 - a refusal, not an error of ours
 class Authenticator:
     """Checks CONNECT credentials against the registry, with failure throttling."""
 
-    def __init__(self, registry: Registry, config: HubConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        config: HubConfig,
+        clock: Clock,
+        provisioned: ProvisionedTrust | None = None,
+    ) -> None:
         self._registry = registry
         self._clock = clock
+        self._provisioned = provisioned
         self._hostnames = {h.lower() for h in config.hostnames}
         limits = config.limits
         self._by_source = FailureWindow(limits.auth_failures_per_source_per_minute)
@@ -113,12 +132,7 @@ class Authenticator:
             self._count_failure(peer_host, None)
             raise AuthRefused(ConnectReturnCode.IDENTIFIER_REJECTED, "invalid-client-id") from None
 
-        now = self._clock.monotonic()
-        try:
-            self._by_source.check(peer_host, now)
-            self._by_identity.check(client_id, now)
-        except ThrottledError:
-            raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, "throttled") from None
+        self.check_throttle(peer_host, client_id)
 
         try:
             result = await self._check(connect, peer_certificate_der)
@@ -126,6 +140,23 @@ class Authenticator:
             self._count_failure(peer_host, client_id)
             raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, exc.reason) from None
         return result
+
+    def check_throttle(self, peer_host: str, identity: str) -> None:
+        """Refuse at once a source or identity with too many recent failures.
+
+        Raises:
+            AuthRefused: ``throttled`` (CONNACK 5).
+        """
+        now = self._clock.monotonic()
+        try:
+            self._by_source.check(peer_host, now)
+            self._by_identity.check(identity, now)
+        except ThrottledError:
+            raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, "throttled") from None
+
+    def record_failure(self, peer_host: str, identity: str) -> None:
+        """Count a failed attempt (the provisioning endpoint shares the throttle)."""
+        self._count_failure(peer_host, identity)
 
     def _count_failure(self, peer_host: str, client_id: str | None) -> None:
         now = self._clock.monotonic()
@@ -209,6 +240,11 @@ class Authenticator:
         self, leaf: x509.Certificate, device_id: str, now: datetime
     ) -> None:
         cas = [parse_certificate_pem(c.pem) for c in await self._registry.list_cas()]
+        if self._provisioned is not None:
+            # Certificates issued by the device CA, and leaves of x509 enrollment groups.
+            if self._provisioned.is_revoked(leaf):
+                raise AuthenticationError("certificate-revoked")
+            cas.extend(await self._provisioned.device_anchors())
         if verify_ca_signed_device(leaf, trusted_cas=cas, now=now) != device_id:
             raise AuthenticationError("certificate-identity-mismatch")
 

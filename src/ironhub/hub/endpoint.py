@@ -46,12 +46,14 @@ import socket
 import ssl
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ironhub.codec import azure
+from cryptography import x509
+
+from ironhub.codec import azure, dps
 from ironhub.codec.azure import SubscriptionKind
 from ironhub.codec.mqtt import (
     ConnAck,
@@ -88,6 +90,7 @@ from ironhub.hub.commands import (
     DesiredPropertiesChanged,
     MethodRequest,
 )
+from ironhub.hub.dps import DpsSession
 from ironhub.hub.outbound import OutboundPublish, OutboundWindow
 from ironhub.hub.ratelimit import KeyedTokenBuckets, TokenBucket
 from ironhub.registry.service import KEY_SLOTS
@@ -99,7 +102,7 @@ if TYPE_CHECKING:
     from ironhub.codec.azure import DevicePublish
     from ironhub.registry.service import DeviceChange
     from ironhub.services import Services
-    from ironhub.storage.interfaces import CloudMessage
+    from ironhub.storage.interfaces import CloudMessage, IssuedCertificateRecord
 
 __all__ = ["DeviceEndpoint", "EndpointStatistics"]
 
@@ -171,7 +174,9 @@ class DeviceEndpoint:
         self._clock = services.clock
         self._metrics = services.metrics
         self._ssl_context = ssl_context
-        self._authenticator = Authenticator(services.registry, services.config, services.clock)
+        self._authenticator = Authenticator(
+            services.registry, services.config, services.clock, services.provisioning
+        )
         self._limits = MQTTLimits(
             max_connect_packet_bytes=self._config.max_connect_packet_bytes,
             max_packet_bytes=self._config.max_packet_bytes,
@@ -194,11 +199,16 @@ class DeviceEndpoint:
         self._preauth_by_source: dict[str, int] = {}
         self._preauth_total = 0
         self._live: dict[str, _Connection] = {}
+        #: Provisioning (DPS) connections past their CONNACK; they are not hub sessions.
+        self._provisioning: set[_Connection] = set()
         self._accepted_total = 0
         self._refused_total = 0
         self._events_suppressed = 0
         services.registry.add_listener(self._on_device_change)
         services.registry.add_trust_listener(self._on_trust_change)
+        if services.provisioning is not None:
+            services.provisioning.authority.add_revocation_listener(self._on_certificate_revoked)
+            services.provisioning.add_trust_listener(self._on_trust_change)
         self._recheck_task: asyncio.Task[None] | None = None
         self._unsubscribe_commands: Callable[[], None] | None = None
         self._session_writes: dict[str, asyncio.Future[None]] = {}
@@ -288,6 +298,7 @@ class DeviceEndpoint:
     def forget(self, conn: _Connection) -> None:
         """The connection is gone."""
         self._all.discard(conn)
+        self._provisioning.discard(conn)
         if conn.auth is not None and self._live.get(conn.auth.device_id) is conn:
             del self._live[conn.auth.device_id]
             self._metrics.connections.set(len(self._live))
@@ -314,6 +325,13 @@ class DeviceEndpoint:
         self._accepted_total += 1
         self._metrics.connects_total.inc()
         self._metrics.connections.set(len(self._live))
+        return True
+
+    def register_provisioning(self, conn: _Connection) -> bool:
+        """Count an attested provisioning connection; ``False`` past the connection cap."""
+        if len(self._provisioning) + len(self._live) >= self._config.max_connections:
+            return False
+        self._provisioning.add(conn)
         return True
 
     def message_bucket(self, device_id: str) -> TokenBucket:
@@ -432,7 +450,7 @@ class DeviceEndpoint:
         conn = self._live.get(change.device_id)
         if conn is None or conn.auth is None:
             return
-        if change.reason in ("disabled", "deleted"):
+        if change.reason in ("disabled", "deleted", "credentials-changed"):
             conn.close(f"device-{change.reason}")
         elif change.reason == "key-rotated" and (
             change.slot is None
@@ -442,6 +460,23 @@ class DeviceEndpoint:
             # Rotating the key the connection authenticated with invalidates it; rotating
             # the other key must not disturb the device (rotation without downtime).
             conn.close("key-rotated")
+
+    def _on_certificate_revoked(self, record: IssuedCertificateRecord) -> None:
+        # Called synchronously by the device CA right after the revocation is stored, so the
+        # session ends now, not at its next reconnect (SECURITY-TESTS §3.1 item 2).
+        conn = self._live.get(record.device_id)
+        if conn is None or conn.auth is None or conn.auth.certificate_der is None:
+            return
+        serial = x509.load_der_x509_certificate(conn.auth.certificate_der).serial_number
+        if format(serial, "X") == record.serial:
+            self.security_event(
+                conn.peer_host,
+                "session-revoked",
+                device_id=record.device_id,
+                reason="certificate-revoked",
+                serial=record.serial,
+            )
+            conn.close("certificate-revoked")
 
     def _on_command(self, command: Command) -> bool:
         """Take a command for a live session of this endpoint (cloud to device)."""
@@ -539,6 +574,8 @@ class _Connection(asyncio.Protocol):
         self.peer = "unknown"
         self.peer_host = "unknown"
         self.auth: Authenticated | None = None
+        #: Set instead of ``auth`` for a provisioning (DPS) connection.
+        self._dps: DpsSession | None = None
         self._connect: Connect | None = None
         self._preauth = False
         self._closed = False
@@ -706,6 +743,8 @@ class _Connection(asyncio.Protocol):
                     # waited).
                     return
                 packet = held.popleft()
+                if self._dps is not None and self._dps_packet(packet):
+                    continue
                 match packet:
                     case Publish():
                         if not self._take_message_token(now):
@@ -740,16 +779,122 @@ class _Connection(asyncio.Protocol):
             for stream, count in counted.items():
                 self._endpoint.count_message(stream, count)
 
+    def _dps_packet(self, packet: Packet) -> bool:
+        """Hand a provisioning connection's packet to its session; ``False``: not its kind."""
+        dps_session = self._dps
+        assert dps_session is not None
+        match packet:
+            case Publish():
+                dps_session.on_publish(packet)
+            case Subscribe():
+                dps_session.on_subscribe(packet)
+            case Unsubscribe():
+                dps_session.on_unsubscribe(packet)
+            case PubAck():
+                pass  # answers go out at QoS 0; nothing awaits an acknowledgement
+            case _:
+                return False
+        return True
+
+    def reply(self, packet: Packet) -> None:
+        """Queue ``packet`` with the answers to the current read (for the DPS session)."""
+        self._reply(packet)
+
+    def send_now(self, packet: Packet) -> None:
+        """Write ``packet`` at once (for the DPS session's tasks)."""
+        if not self._closed and self._codec.state is not ConnectionState.CLOSED:
+            self._write(self._codec.send(packet))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` as a supervised task of this connection (for the DPS session)."""
+        self._spawn(coro)
+
+    def provisioning_event(self, event: str, **fields: str) -> None:
+        """A security event of this provisioning connection."""
+        registration_id = self._dps.attested.registration_id if self._dps is not None else "-"
+        self._endpoint.security_event(
+            self.peer_host, event, registration_id=registration_id, **fields
+        )
+
+    async def _provisioning_connect(self, connect: Connect, cert: bytes | None) -> None:
+        """Attest a DPS-shaped CONNECT and start its provisioning session."""
+        endpoint = self._endpoint
+        provisioning = endpoint.services.provisioning
+        claimed = connect.client_id[:_MAX_RECORDED_ID_CHARS]
+        authenticator = endpoint.authenticator
+        try:
+            if provisioning is None or not provisioning.enabled:
+                raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, "provisioning-not-enabled")
+            authenticator.check_throttle(self.peer_host, f"dps:{connect.client_id}")
+            try:
+                assert connect.username is not None
+                username = dps.parse_dps_username(connect.username, client_id=connect.client_id)
+                attested = await provisioning.attest(
+                    username, password=connect.password, certificate_der=cert
+                )
+            except (ValidationError, AuthenticationError) as exc:
+                authenticator.record_failure(self.peer_host, f"dps:{connect.client_id}")
+                reason = exc.reason if isinstance(exc, AuthenticationError) else "bad-username"
+                raise AuthRefused(ConnectReturnCode.NOT_AUTHORIZED, reason) from None
+        except AuthRefused as refused:
+            endpoint.count_auth_failure(refused.reason)
+            endpoint.security_event(
+                self.peer_host, "provisioning-refused", reason=refused.reason, client_id=claimed
+            )
+            self._refuse(refused.return_code)
+            return
+        except StorageError:
+            logger.exception("provisioning store unavailable peer=%s", self.peer)
+            endpoint.security_event(
+                self.peer_host, "provisioning-refused", reason="storage-unavailable"
+            )
+            self._refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            return
+        if self._closed:
+            return
+        if not endpoint.register_provisioning(self):
+            endpoint.security_event(self.peer_host, "connection-refused", reason="connection-cap")
+            self._refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
+            return
+        config = endpoint.services.config.provisioning
+        self._dps = DpsSession(
+            self, attested, provisioning, poll_interval_seconds=config.poll_interval_seconds
+        )
+        if attested.method != "claim":
+            # A connection with no credential (it may only register with a claim token) stays
+            # under the pre-auth caps per source and in total: it has proven nothing yet.
+            self._leave_preauth()
+        self._write(self._codec.send(ConnAck(ConnectReturnCode.ACCEPTED)))
+        self._arm_keep_alive(connect.keep_alive_seconds)
+        # A provisioning conversation takes seconds; an idle or endless one is cut off.
+        self._arm(config.max_connection_seconds, partial(self.close, "provisioning-time-limit"))
+        self._resume("auth")
+        try:
+            self._process(self._codec.receive_data(b""))
+        except RemoteProtocolError as exc:
+            self._protocol_error(exc)
+
     def _on_connect(self, connect: Connect) -> None:
         self._connect = connect
         self._pause("auth")
+        if (
+            connect.username is not None
+            and connect.will is None
+            and azure.is_dps_username(connect.username)
+        ):
+            # Provisioning, not a hub session (a will is refused by _authenticate).
+            self._spawn(self._provisioning_connect(connect, self._peer_certificate()))
+            return
         self._spawn(self._authenticate(connect))
+
+    def _peer_certificate(self) -> bytes | None:
+        transport = self._transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        return ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
 
     async def _authenticate(self, connect: Connect) -> None:  # noqa: C901 - one ordered list
         endpoint = self._endpoint
-        transport = self._transport
-        ssl_object = transport.get_extra_info("ssl_object") if transport else None
-        cert = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        cert = self._peer_certificate()
         claimed = connect.client_id[:_MAX_RECORDED_ID_CHARS]
         try:
             if connect.will is not None:
@@ -1441,7 +1586,7 @@ class _Connection(asyncio.Protocol):
         self._idle_timer = self._loop.call_later(limit - idle, self._check_idle)
 
     def _connect_deadline(self) -> None:
-        if self.auth is None and not self._closed:
+        if self.auth is None and self._dps is None and not self._closed:
             self._endpoint.security_event(self.peer_host, "connect-timeout")
             self.close("connect-timeout", abort=True)
 

@@ -46,6 +46,9 @@ def build_server_context(files: ServerTLSFiles, client_trust_pem: str) -> ssl.SS
     if client_trust_pem.strip():
         context.load_verify_locations(cadata=client_trust_pem)
         context.verify_mode = ssl.CERT_OPTIONAL
+        # Any registered certificate is a trust anchor, intermediates included: an x509
+        # enrollment group may name an intermediate CA (docs/adr/0012).
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     else:
         context.verify_mode = ssl.CERT_NONE
     return context

@@ -171,6 +171,50 @@ class TwinService:
         )
         return updated
 
+    async def provision(
+        self,
+        identity: str,
+        *,
+        tags: Mapping[str, Any],
+        desired: Mapping[str, Any],
+        reset: bool,
+    ) -> Twin:
+        """Apply an enrollment's initial twin to a provisioned device.
+
+        With ``reset`` the twin's tags, desired and reported sections are replaced (Azure's
+        "reprovision and reset": the device starts over from the enrollment's initial twin);
+        without it the initial tags and desired properties are merged in, which is what a
+        first registration does to the empty twin. Every ``$version`` only grows, so a device
+        that saw version n earlier never mistakes the new state for an old one.
+
+        Raises:
+            ValidationError: the initial twin breaks the twin rules.
+            NotFoundError: no such identity.
+        """
+        tags_patch = check_patch(tags, limits=self._limits)
+        desired_patch = check_patch(desired, limits=self._limits)
+        await self._registry.get_device(identity)
+        async with self._lock(identity):
+            twin, stored_version = await self._load(identity)
+            now = self._clock.time()
+            start = twin
+            if reset:
+                start = dataclasses.replace(
+                    twin,
+                    tags={},
+                    desired={},
+                    reported={},
+                    reported_version=twin.reported_version + 1,
+                )
+            updated = patch_desired(start, desired_patch, limits=self._limits, now=now)
+            updated = patch_tags(updated, tags_patch, limits=self._limits, now=now)
+            updated = dataclasses.replace(updated, version=twin.version + 1)
+            await self._storage.put_twin(updated.to_record(), expected_version=stored_version)
+        if desired_patch or reset:
+            body = desired_notification(dict(updated.desired), updated.desired_version)
+            self._bus.dispatch(DesiredPropertiesChanged(identity, updated.desired_version, body))
+        return updated
+
     async def query(self, where: str, *, after: str = "", limit: int = 100) -> list[Twin]:
         """Twins matching the filter ``where`` (:mod:`ironhub.registry.query`), by identity.
 

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_CERTIFICATE_PEM_BYTES",
     "MAX_PRIVATE_KEY_PEM_BYTES",
     "certificate_pem",
+    "certificate_serial_hex",
     "check_device_leaf",
     "device_identity_from_certificate",
     "load_private_key_pem",
@@ -217,6 +218,22 @@ def thumbprint_sha256(certificate: x509.Certificate) -> str:
         64 upper-case hexadecimal characters.
     """
     return certificate.fingerprint(hashes.SHA256()).hex().upper()
+
+
+def certificate_serial_hex(certificate: x509.Certificate) -> str:
+    """The serial number as upper-case hex without separators (``format(serial, "X")``).
+
+    This is how ironhub stores and shows serials, and what revocation entries refer to:
+    no ``0x`` prefix, no colons, no leading zeros (OpenSSL's ``-serial`` output pads to whole
+    bytes; strip its leading zeros to compare).
+
+    Args:
+        certificate: the certificate.
+
+    Returns:
+        The serial, e.g. ``"1A2B3C"``.
+    """
+    return format(certificate.serial_number, "X")
 
 
 def normalise_thumbprint(thumbprint: str) -> str:

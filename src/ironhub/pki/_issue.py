@@ -14,6 +14,14 @@ Issuance profile (the choices an ADR records):
 * Leaves are ``CA:FALSE`` (critical) with ``digitalSignature`` (critical), one EKU
   (``serverAuth`` or ``clientAuth``), SKI, and AKI taken from the CA's SKI, so chain builders
   find the issuer by key id.
+* A device certificate issued from a CSR follows the same device profile: the subject is
+  built from the device id and only the CSR's public key is taken; nothing the CSR asks for
+  (names, extensions) is copied, and :func:`~ironhub.pki.check_csr` refuses CSRs that ask.
+
+The CA key is only ever used through ``public_key()`` and the certificate builder's ``sign``,
+so it may be an external signer: an ``EllipticCurvePrivateKey`` subclass whose ``sign()``
+calls a PKCS#11 token or a TPM (``cryptography`` calls the Python ``sign()`` method of such
+a subclass).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ironhub.codec.azure import split_identity
 from ironhub.errors import TrustError, ValidationError
 from ironhub.pki._common import MAX_CN_CHARS, check_key_strength, find_extension, utc
+from ironhub.pki._csr import check_csr
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,7 +49,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKDATE",
     "create_ca",
+    "create_ca_certificate",
     "create_self_signed_device_certificate",
+    "issue_certificate_from_csr",
     "issue_device_certificate",
     "issue_server_certificate",
 ]
@@ -113,10 +124,64 @@ def _check_ca_pair(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
         raise TrustError("the CA key does not match the CA certificate")
 
 
+def create_ca_certificate(
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    *,
+    now: dt.datetime,
+    validity_days: int = 3650,
+) -> x509.Certificate:
+    """Create the self-signed root CA certificate for an existing key (``CA:TRUE, pathlen:0``).
+
+    The key may be an external signer: any ``EllipticCurvePrivateKey`` subclass whose
+    ``sign()`` asks a token (PKCS#11, a TPM) to sign. Only ``public_key()`` and the
+    signature are used, so the private scalar never has to leave the token.
+
+    Args:
+        key: the CA key (EC P-256, P-384 or P-521).
+        common_name: the CA's CN (1 to 64 characters).
+        now: the issuing time (timezone-aware).
+        validity_days: lifetime; 10 years by default, as a root is replaced rarely.
+
+    Returns:
+        The CA certificate, signed ECDSA-SHA256 by ``key``.
+
+    Raises:
+        ValidationError: the common name is empty or too long.
+        TrustError: the key is on a curve ironhub does not accept.
+        ValueError: ``now`` is naive or ``validity_days`` is below 1.
+    """
+    _check_common_name(common_name)
+    public_key = key.public_key()
+    check_key_strength(public_key)
+    not_before, not_after = _validity(now, validity_days)
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    name = _name(common_name)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
 def create_ca(
     common_name: str, *, now: dt.datetime, validity_days: int = 3650
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """Create a self-signed root CA (EC P-256, ``CA:TRUE, pathlen:0``).
+    """Create a new EC P-256 key and its self-signed root CA certificate.
+
+    See :func:`create_ca_certificate` for the profile, and to certify a key that already
+    exists (one held in a token).
 
     Args:
         common_name: the CA's CN (1 to 64 characters).
@@ -130,28 +195,11 @@ def create_ca(
         ValidationError: the common name is empty or too long.
         ValueError: ``now`` is naive or ``validity_days`` is below 1.
     """
+    # Check the arguments before paying for a key.
     _check_common_name(common_name)
-    not_before, not_after = _validity(now, validity_days)
+    _validity(now, validity_days)
     key = ec.generate_private_key(ec.SECP256R1())
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    name = _name(common_name)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(ca=True), critical=True)
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, certificate
+    return key, create_ca_certificate(key, common_name, now=now, validity_days=validity_days)
 
 
 def _server_alt_names(hostnames: Sequence[str]) -> list[x509.GeneralName]:
@@ -200,7 +248,7 @@ def issue_server_certificate(
     extension is made critical, as RFC 5280 §4.2.1.6 requires.
 
     Args:
-        ca_key: the CA private key.
+        ca_key: the CA private key (or an external signer).
         ca_cert: the CA certificate.
         hostnames: the names devices dial (``HostName`` / ``GatewayHostName``), may be empty.
         now: the issuing time (timezone-aware).
@@ -284,7 +332,7 @@ def issue_device_certificate(
     """Issue a CA-signed device certificate (CN = device id, ``clientAuth``, ``CA:FALSE``).
 
     Args:
-        ca_key: the CA private key.
+        ca_key: the CA private key (or an external signer).
         ca_cert: the CA certificate.
         public_key: the device's public key (EC P-256/384/521 or RSA >= 2048).
         device_id: the device id; it becomes the CN (Azure's rule for CA-signed devices,
@@ -307,6 +355,54 @@ def issue_device_certificate(
     not_before, not_after = _validity(now, validity_days, ca_cert)
     return (
         _device_builder(device_id, ca_cert.subject, public_key, not_before, not_after)
+        .add_extension(_authority_key_id(ca_key, ca_cert), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def issue_certificate_from_csr(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    csr: x509.CertificateSigningRequest,
+    *,
+    device_id: str,
+    now: dt.datetime,
+    validity_days: int,
+) -> x509.Certificate:
+    """Issue a device certificate for the key of a device's certificate signing request.
+
+    The request must pass :func:`~ironhub.pki.check_csr` with the device id as its expected
+    CN. The certificate has the device profile of :func:`issue_device_certificate`: CN = device
+    id (built here, not copied), the request's public key, a random serial, ``notBefore``
+    backdated by :data:`BACKDATE`, ``notAfter`` clamped to the CA's, ``CA:FALSE`` and
+    ``digitalSignature`` (both critical), EKU ``clientAuth`` only, SKI, and AKI from the CA's
+    SKI. None of the request's extensions is copied.
+
+    Args:
+        ca_key: the CA private key (or an external signer).
+        ca_cert: the CA certificate.
+        csr: the device's request, from :func:`~ironhub.pki.load_csr`.
+        device_id: the device id the certificate is for (``device`` or ``device/module``).
+        now: the issuing time (timezone-aware).
+        validity_days: lifetime in days (the caller's policy; no default on purpose).
+
+    Returns:
+        The certificate.
+
+    Raises:
+        ValidationError: the device id breaks the identity rule or exceeds 64 characters.
+        CertificateRequestError: the request was refused (its ``reason`` says why).
+        TrustError: the CA key does not match its certificate, or the CA has expired.
+        ValueError: ``now`` is naive or ``validity_days`` is below 1.
+    """
+    # The device id is our own input: a malformed one is a caller error, reported as such
+    # before the device's request is judged against it.
+    _check_device_id(device_id)
+    check_csr(csr, expected_common_name=device_id)
+    _check_ca_pair(ca_key, ca_cert)
+    not_before, not_after = _validity(now, validity_days, ca_cert)
+    return (
+        _device_builder(device_id, ca_cert.subject, csr.public_key(), not_before, not_after)
         .add_extension(_authority_key_id(ca_key, ca_cert), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

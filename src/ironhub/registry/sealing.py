@@ -36,6 +36,7 @@ __all__ = [
     "SEALED_VERSION",
     "TAG_BYTES",
     "device_key_aad",
+    "enrollment_key_aad",
     "generate_kek",
     "operator_secret_aad",
     "seal",
@@ -57,6 +58,7 @@ SEALED_VERSION = 1
 _VERSION_PREFIX = bytes([SEALED_VERSION])
 _DEVICE_KEY_DOMAIN = b"ironhub/device-key/v1"
 _OPERATOR_SECRET_DOMAIN = b"ironhub/operator-secret/v1"
+_ENROLLMENT_KEY_DOMAIN = b"ironhub/enrollment-key/v1"
 
 
 def generate_kek() -> bytes:
@@ -99,6 +101,24 @@ def operator_secret_aad(name: str, slot: str) -> bytes:
         The associated data to pass as ``aad`` to :func:`seal` and :func:`unseal`.
     """
     return _aad(_OPERATOR_SECRET_DOMAIN, name, slot)
+
+
+def enrollment_key_aad(enrollment_id: str, *, group: bool, slot: str) -> bytes:
+    """The associated data that binds a sealed enrollment key to one enrollment and slot.
+
+    Individual enrollments and groups are separate namespaces, so the owner is prefixed with
+    ``i:`` or ``g:``; the domain label keeps these blobs apart from device keys.
+
+    Args:
+        enrollment_id: the registration id (individual) or group id.
+        group: whether it is an enrollment group.
+        slot: ``"primary"`` or ``"secondary"``.
+
+    Returns:
+        The associated data to pass as ``aad`` to :func:`seal` and :func:`unseal`.
+    """
+    owner = ("g:" if group else "i:") + enrollment_id
+    return _aad(_ENROLLMENT_KEY_DOMAIN, owner, slot)
 
 
 def _aad(domain: bytes, owner: str, slot: str) -> bytes:

@@ -31,6 +31,7 @@ a few times when another writer got in between.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -98,10 +99,13 @@ class DeviceChange:
     """
 
     device_id: str
-    reason: str  # "disabled" | "deleted" | "key-rotated" | "enabled"
+    reason: str  # "disabled" | "deleted" | "key-rotated" | "enabled" | "credentials-changed"
+    #: | "certificate-revoked"
     #: For ``key-rotated``: the slot that changed. Connections authenticated with the other
     #: key stay valid (rotation without downtime).
     slot: KeySlot | None = None
+    #: For ``certificate-revoked``: the revoked certificate's serial (upper hex).
+    serial: str | None = None
 
 
 def validate_device_id(device_id: str) -> str:
@@ -281,29 +285,15 @@ class Registry:
             created_at=now,
             updated_at=now,
         )
-        created = CreatedDevice(record)
-        if kind is not AuthKind.X509_THUMBPRINT and certificates_pem:
-            raise ValidationError(f"{kind.value} identities take no certificates")
+        keys = None
         if kind is AuthKind.SAS:
-            primary, secondary = secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES)
-            record = dataclasses.replace(
-                record,
-                primary_key_sealed=self._seal_key(identity, "primary", primary),
-                secondary_key_sealed=self._seal_key(identity, "secondary", secondary),
-            )
-            created = CreatedDevice(record, _encode_key(primary), _encode_key(secondary))
-        elif kind is AuthKind.X509_THUMBPRINT:
-            if not 1 <= len(certificates_pem) <= len(KEY_SLOTS):
-                raise ValidationError("x509-thumbprint identities take one or two certificates")
-            certificates = [_parse_device_certificate(pem) for pem in certificates_pem]
-            thumbprints = [thumbprint_sha256(c) for c in certificates]
-            record = dataclasses.replace(
-                record,
-                primary_thumbprint=thumbprints[0],
-                secondary_thumbprint=thumbprints[1] if len(thumbprints) > 1 else None,
-                certificates_pem=tuple(certificate_pem(c).decode("ascii") for c in certificates),
-            )
-            created = CreatedDevice(record)
+            keys = (secrets.token_bytes(KEY_BYTES), secrets.token_bytes(KEY_BYTES))
+        record = self._credentials(record, keys, certificates_pem)
+        created = (
+            CreatedDevice(record, _encode_key(keys[0]), _encode_key(keys[1]))
+            if keys is not None
+            else CreatedDevice(record)
+        )
         await self._storage.insert_device(record)
         try:
             # Every identity has a twin from its creation, so twin queries see it.
@@ -314,6 +304,121 @@ class Registry:
             self._notify_trust()
         logger.info("identity created: device_id=%s auth_kind=%s", identity, kind.value)
         return created
+
+    async def provision_device(
+        self,
+        device_id: str,
+        auth_kind: AuthKind,
+        *,
+        keys: tuple[bytes, bytes] | None = None,
+        certificates_pem: Sequence[str] = (),
+    ) -> tuple[DeviceRecord, bool]:
+        """Create a device with credentials chosen by provisioning, or replace its credentials.
+
+        Unlike :meth:`create_device` the SAS keys are given (an enrollment's keys, or keys
+        derived from a group key, which the device computes itself: azure-iot-mqtt.md §5.4).
+        An existing device keeps its state (a disabled device stays disabled) and its twin;
+        if its credentials change, listeners hear ``credentials-changed`` and its live
+        connections are dropped.
+
+        Args:
+            device_id: the device id (no modules).
+            auth_kind: the device's authentication kind.
+            keys: for SAS, the raw (primary, secondary) keys.
+            certificates_pem: for ``x509-thumbprint``, one or two self-signed certificates.
+
+        Returns:
+            The stored record and whether it was created.
+
+        Raises:
+            ValidationError: a malformed id, keys missing for SAS or given to another kind,
+                refused certificates.
+            ConflictError: concurrent changes kept winning.
+            StorageError: storage failed.
+        """
+        validate_device_id(device_id)
+        if (keys is not None) != (auth_kind is AuthKind.SAS):
+            raise ValidationError("SAS identities take keys and only SAS identities do")
+        if keys is not None and any(len(k) < 16 for k in keys):
+            raise ValidationError("a SAS key must be at least 16 bytes")
+        now = self._clock.time()
+        template = DeviceRecord(
+            device_id=device_id,
+            auth_kind=auth_kind,
+            state=DeviceState.ENABLED,
+            created_at=now,
+            updated_at=now,
+        )
+        credentials = self._credentials(template, keys, certificates_pem)
+        if await self._storage.get_device(device_id) is None:
+            try:
+                await self._storage.insert_device(credentials)
+            except ConflictError:
+                pass  # created meanwhile: fall through to the update
+            else:
+                with contextlib.suppress(ConflictError):
+                    await self._storage.put_twin(
+                        Twin.new(device_id, now).to_record(), expected_version=None
+                    )
+                if auth_kind is AuthKind.X509_THUMBPRINT:
+                    self._notify_trust()
+                logger.info("identity provisioned: device_id=%s created", device_id)
+                return credentials, True
+
+        def change(record: DeviceRecord) -> DeviceRecord | None:
+            replaced = dataclasses.replace(
+                credentials,
+                state=record.state,
+                created_at=record.created_at,
+                version=record.version,
+                updated_at=record.updated_at,
+            )
+            same = (
+                record.auth_kind is replaced.auth_kind
+                and self.unseal_keys(record) == (keys or ())
+                and record.certificates_pem == replaced.certificates_pem
+            )
+            return None if same else replaced
+
+        record, changed = await self._update(device_id, change)
+        if changed:
+            self._notify(DeviceChange(device_id, "credentials-changed"))
+            self._notify_trust()
+            logger.info("identity provisioned: device_id=%s credentials replaced", device_id)
+        return record, False
+
+    def _credentials(
+        self,
+        record: DeviceRecord,
+        keys: tuple[bytes, bytes] | None,
+        certificates_pem: Sequence[str],
+    ) -> DeviceRecord:
+        """``record`` with the given credentials sealed or parsed in.
+
+        Raises:
+            ValidationError: certificates given to a kind that takes none, or refused.
+        """
+        identity = record.device_id
+        if record.auth_kind is not AuthKind.X509_THUMBPRINT and certificates_pem:
+            raise ValidationError(f"{record.auth_kind.value} identities take no certificates")
+        if keys is not None:
+            return dataclasses.replace(
+                record,
+                primary_key_sealed=self._seal_key(identity, "primary", keys[0]),
+                secondary_key_sealed=self._seal_key(identity, "secondary", keys[1]),
+            )
+        if record.auth_kind is AuthKind.X509_THUMBPRINT:
+            if not 1 <= len(certificates_pem) <= len(KEY_SLOTS):
+                raise ValidationError("x509-thumbprint identities take one or two certificates")
+            certificates = [_parse_device_certificate(pem) for pem in certificates_pem]
+            thumbprints = [thumbprint_sha256(c) for c in certificates]
+            return dataclasses.replace(
+                record,
+                primary_thumbprint=thumbprints[0],
+                secondary_thumbprint=thumbprints[1] if len(thumbprints) > 1 else None,
+                certificates_pem=tuple(certificate_pem(c).decode("ascii") for c in certificates),
+            )
+        return record
 
     async def get_device(self, identity: str) -> DeviceRecord:
         """The device (``d``) or module (``d/m``) with this identity key.

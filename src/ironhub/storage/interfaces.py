@@ -25,14 +25,21 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "Attestation",
     "AuthKind",
     "CARecord",
+    "ClaimOutcome",
+    "ClaimTokenRecord",
     "CloudMessage",
     "CommitListener",
     "DeviceRecord",
     "DeviceState",
+    "EnrollmentRecord",
+    "IssuedCertificateRecord",
     "LogEntry",
     "OperatorRecord",
+    "RegistrationRecord",
+    "ReprovisionPolicy",
     "SessionRecord",
     "Storage",
     "StorageStatistics",
@@ -159,6 +166,137 @@ class CARecord:
     subject: str
     pem: str
     created_at: float
+
+
+class Attestation(StrEnum):
+    """How a provisioning enrollment's devices prove who they are (azure-iot-mqtt.md §5.4, §5.5)."""
+
+    SYMMETRIC = "symmetric"
+    X509 = "x509"
+
+
+class ReprovisionPolicy(StrEnum):
+    """What a registration of an already provisioned device does to its twin."""
+
+    #: Keep the twin as it is (Azure's "reprovision and migrate data": ``deviceDataMigrated``).
+    KEEP_TWIN = "keep-twin"
+    #: Reset the twin to the enrollment's initial twin (``deviceDataReset``).
+    RESET_TWIN = "reset-twin"
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentRecord:
+    """A provisioning enrollment: individual (``group`` false) or an enrollment group.
+
+    Individual and group ids are separate namespaces (the key is ``(group, enrollment_id)``);
+    an individual enrollment's id is the registration id it admits.
+
+    Credentials by attestation:
+
+    * ``symmetric``: two 32-byte keys, sealed under the KEK bound to the enrollment
+      (``primary_key_sealed`` / ``secondary_key_sealed``). For a group they are the group keys
+      from which each device key is derived (HMAC-SHA256 over the registration id).
+    * ``x509``, individual: ``certificates_pem`` holds one or two self-signed device
+      certificates (primary, secondary), matched by thumbprint.
+    * ``x509``, group: ``certificates_pem`` holds the CA (root or intermediate) certificates
+      that the devices' leaves must chain to; the registration id is the leaf's CN.
+
+    ``device_id`` (individual only) is the device id to assign; ``None`` means the registration
+    id. ``initial_twin`` is a compact JSON object ``{"tags": {...}, "properties": {"desired":
+    {...}}}`` applied at first registration (and at each one under ``reset-twin``).
+    ``allocation_payload`` is compact JSON returned to the device in
+    ``registrationState.payload``, or ``None``. ``version`` increases on every update.
+    """
+
+    enrollment_id: str
+    group: bool
+    attestation: Attestation
+    enabled: bool
+    created_at: float
+    updated_at: float
+    version: int = 1
+    primary_key_sealed: bytes | None = None
+    secondary_key_sealed: bytes | None = None
+    certificates_pem: tuple[str, ...] = ()
+    device_id: str | None = None
+    initial_twin: str = "{}"
+    allocation_payload: str | None = None
+    reprovision: ReprovisionPolicy = ReprovisionPolicy.KEEP_TWIN
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRecord:
+    """The outcome of the last registration of one registration id (Azure's registration state).
+
+    ``status`` is ``assigned``, ``failed`` or ``disabled``; ``substatus`` one of Azure's
+    (``initialAssignment``, ``deviceDataMigrated``, ``deviceDataReset``). ``enrollment_id`` and
+    ``group`` name the enrollment that admitted it. ``certificate_serial`` is the serial (upper
+    hex) of the certificate issued at the last registration, if a CSR was sent.
+    ``version`` increases with every registration (it is the etag).
+    """
+
+    registration_id: str
+    enrollment_id: str
+    group: bool
+    device_id: str
+    status: str
+    substatus: str
+    created_at: float
+    updated_at: float
+    version: int = 1
+    error_code: int | None = None
+    error_message: str | None = None
+    certificate_serial: str | None = None
+
+
+class ClaimOutcome(StrEnum):
+    """What :meth:`Storage.consume_claim_token` found."""
+
+    OK = "ok"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimTokenRecord:
+    """A claim token for one enrollment group; only the SHA-256 hash of the secret is stored.
+
+    It lets whoever holds it register up to ``max_uses`` devices through the group until
+    ``expires_at``.
+    """
+
+    token_id: str
+    group_id: str
+    token_hash: bytes
+    max_uses: int
+    uses: int
+    created_at: float
+    expires_at: float
+    created_by: str
+    revoked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificateRecord:
+    """A device certificate issued by the hub's device CA (never with its private key).
+
+    ``serial`` is upper-case hex without separators; ``thumbprint`` the SHA-256 of the DER,
+    upper-case hex. ``revoked_at`` / ``revocation_reason`` are set once revoked (the reason is
+    an RFC 5280 reason name such as ``keyCompromise``).
+    """
+
+    serial: str
+    device_id: str
+    registration_id: str
+    thumbprint: str
+    not_before: float
+    not_after: float
+    issued_at: float
+    pem: str
+    revoked_at: float | None = None
+    revocation_reason: str | None = None
 
 
 class TokenKind(StrEnum):
@@ -462,6 +600,136 @@ class Storage(Protocol):
 
         Raises ``NotFoundError`` if it is gone, ``ConflictError`` if it changed meanwhile.
         """
+        ...
+
+    # --- provisioning ------------------------------------------------------------------------
+    async def insert_enrollment(self, record: EnrollmentRecord) -> None:
+        """Store a new enrollment. Raises ``ConflictError`` if ``(group, id)`` exists."""
+        ...
+
+    async def get_enrollment(self, enrollment_id: str, *, group: bool) -> EnrollmentRecord | None:
+        """The individual enrollment or group called ``enrollment_id``, or ``None``."""
+        ...
+
+    async def list_enrollments(
+        self, *, group: bool, after: str = "", limit: int = 100
+    ) -> list[EnrollmentRecord]:
+        """Individual enrollments or groups with ``enrollment_id > after``, in id order."""
+        ...
+
+    async def update_enrollment(self, record: EnrollmentRecord, *, expected_version: int) -> None:
+        """Replace an enrollment whose stored version is ``expected_version``.
+
+        ``record.version`` must be ``expected_version + 1``. Raises ``NotFoundError`` if it is
+        gone, ``PreconditionFailedError`` if it changed meanwhile.
+        """
+        ...
+
+    async def delete_enrollment(self, enrollment_id: str, *, group: bool) -> bool:
+        """Delete an enrollment (and, for a group, its claim tokens); ``False`` if unknown."""
+        ...
+
+    async def put_registration(self, record: RegistrationRecord) -> None:
+        """Insert or replace the registration state of ``record.registration_id``."""
+        ...
+
+    async def get_registration(self, registration_id: str) -> RegistrationRecord | None:
+        """The registration state of ``registration_id``, or ``None``."""
+        ...
+
+    async def list_registrations(
+        self,
+        *,
+        enrollment_id: str | None = None,
+        group: bool | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[RegistrationRecord]:
+        """Registrations with ``registration_id > after``, in id order.
+
+        ``enrollment_id`` and ``group`` filter independently; together they give one
+        enrollment's registrations.
+        """
+        ...
+
+    async def delete_registration(self, registration_id: str) -> bool:
+        """Forget a registration state; ``False`` if unknown."""
+        ...
+
+    async def insert_claim_token(self, record: ClaimTokenRecord) -> None:
+        """Store a claim token.
+
+        Raises ``ConflictError`` on a duplicate id or hash, and ``NotFoundError`` if its
+        enrollment group does not exist.
+        """
+        ...
+
+    async def consume_claim_token(
+        self, token_hash: bytes, now: float
+    ) -> tuple[ClaimOutcome, ClaimTokenRecord | None]:
+        """Use a claim token once, atomically.
+
+        Returns ``(OK, record)`` with ``uses`` already incremented when the token exists, is
+        not revoked, ``now < expires_at`` and ``uses < max_uses``; otherwise the outcome that
+        refused it (checked in the order unknown, revoked, expired, exhausted) and the record
+        unchanged (``None`` when unknown). Two concurrent calls never both get the last use.
+        """
+        ...
+
+    async def list_claim_tokens(self, group_id: str | None = None) -> list[ClaimTokenRecord]:
+        """Claim tokens (hashes included; callers must not expose them), oldest first."""
+        ...
+
+    async def revoke_claim_token(self, token_id: str) -> bool:
+        """Mark a claim token revoked; ``False`` if unknown."""
+        ...
+
+    async def insert_certificate(self, record: IssuedCertificateRecord) -> None:
+        """Record an issued certificate. Raises ``ConflictError`` on a duplicate serial."""
+        ...
+
+    async def get_certificate(self, serial: str) -> IssuedCertificateRecord | None:
+        """The issued certificate with this serial (upper hex), or ``None``."""
+        ...
+
+    async def list_certificates(
+        self,
+        *,
+        device_id: str | None = None,
+        revoked: bool | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[IssuedCertificateRecord]:
+        """Issued certificates with ``serial > after`` in serial (text) order.
+
+        Optionally filtered by device and by whether they are revoked.
+        """
+        ...
+
+    async def revoke_certificate(
+        self, serial: str, revoked_at: float, reason: str
+    ) -> IssuedCertificateRecord | None:
+        """Mark a certificate revoked and return it.
+
+        An already revoked one is returned as it is (the first revocation wins); ``None`` if
+        the serial is unknown.
+        """
+        ...
+
+    async def list_revoked_certificates(self) -> list[IssuedCertificateRecord]:
+        """Every revoked certificate, by revocation time then serial."""
+        ...
+
+    async def put_crl(self, number: int, der: bytes) -> None:
+        """Store the current CRL.
+
+        ``number`` must be greater than the stored one's (``ConflictError`` otherwise) and fit
+        in 63 bits (``ValueError``).
+        """
+        ...
+
+    async def get_crl(self) -> tuple[int, bytes] | None:
+        """The current CRL ``(number, DER)``, or ``None`` before the first."""
         ...
 
     # --- audit log ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ Three kinds of thread touch the database file:
   blocks on disk I/O.
 * **One writer thread** owns the only write connection. It serves a FIFO queue holding two kinds
   of work: log entries (from :meth:`SQLiteStorage.append`) and small *jobs* (device, CA, token,
-  twin, session and cloud-to-device queue writes). Each turn it drains everything queued, up to
+  twin, session, C2D queue and provisioning writes). Each turn it drains everything queued, up to
   ``StorageConfig.max_commit_batch`` log entries, inserts those entries with a few multi-row
   ``INSERT`` statements in one transaction, commits, and then resolves all of their futures with
   one ``call_soon_threadsafe`` (group commit, ARCHITECTURE.md "Durability"). A job found while
@@ -52,11 +52,20 @@ with empty security state (SECURITY-TESTS.md §3.11 item 49). Files are created 
 Schema migrations
 -----------------
 
-An intact database of an older known version (1, written by the previous release) is upgraded
-in place at open, before WAL mode and before any reader: the new tables, ``PRAGMA
+An intact database of an older known version (1 to 4, written by earlier releases) is
+upgraded in place at open, before WAL mode and before any reader: the new tables, ``PRAGMA
 user_version`` and ``meta.schema_version`` change in one transaction (:func:`_migrate`), so the
 file is either wholly the old version or wholly the new one. Existing tables are never rewritten.
-Version 2 added ``twins``, ``sessions`` and ``cloud_messages``.
+Version 2 added ``twins``, ``sessions`` and ``cloud_messages``; version 3 the audit log;
+version 4 operator accounts and role-scoped tokens; version 5 provisioning (``enrollments``,
+``registrations``, ``claim_tokens``, ``certificates`` and ``crl``).
+
+Provisioning rules that span rows are kept by the writer, not by SQLite foreign keys (which
+stay off, as for modules): a claim token is inserted only in the transaction that found its
+enrollment group, deleting a group deletes its claim tokens in the same transaction, and a
+claim token is consumed by one transaction that reads, checks and increments it. Because every
+job runs ``BEGIN IMMEDIATE`` on the single write connection, two consumers can never both see
+the last use, not even from two processes.
 """
 
 from __future__ import annotations
@@ -69,7 +78,7 @@ import sqlite3
 import threading
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
@@ -79,18 +88,26 @@ from ironhub.errors import (
     CorruptDatabaseError,
     IronhubError,
     NotFoundError,
+    PreconditionFailedError,
     QueueFullError,
     StorageError,
 )
 from ironhub.storage.interfaces import (
+    Attestation,
     AuthKind,
     CARecord,
+    ClaimOutcome,
+    ClaimTokenRecord,
     CloudMessage,
     CommitListener,
     DeviceRecord,
     DeviceState,
+    EnrollmentRecord,
+    IssuedCertificateRecord,
     LogEntry,
     OperatorRecord,
+    RegistrationRecord,
+    ReprovisionPolicy,
     SessionRecord,
     StorageStatistics,
     StoredMessage,
@@ -117,7 +134,7 @@ _T = TypeVar("_T")
 #: ``PRAGMA application_id`` of every ironhub database: the ASCII bytes ``IRHB``.
 APPLICATION_ID: Final = 0x49524842
 #: The schema this code reads and writes (``PRAGMA user_version`` and ``meta.schema_version``).
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_BYTES: Final = 100
@@ -126,13 +143,21 @@ _READER_THREADS: Final = 2
 _BUSY_TIMEOUT_MS: Final = 5000
 _SYNCHRONOUS_MODES: Final = frozenset({"FULL", "EXTRA", "NORMAL"})
 _TABLES_V1: Final = frozenset({"meta", "devices", "cas", "tokens", "messages"})
+_TABLES_V4: Final = _TABLES_V1 | {
+    "twins",
+    "sessions",
+    "cloud_messages",
+    "audit_records",
+    "audit_checkpoints",
+    "operators",
+}
 #: The tables every known schema version must hold (checked at open, before any migration).
 _TABLES: Final = {
     1: _TABLES_V1,
     2: _TABLES_V1 | {"twins", "sessions", "cloud_messages"},
     3: _TABLES_V1 | {"twins", "sessions", "cloud_messages", "audit_records", "audit_checkpoints"},
-    4: _TABLES_V1
-    | {"twins", "sessions", "cloud_messages", "audit_records", "audit_checkpoints", "operators"},
+    4: _TABLES_V4,
+    5: _TABLES_V4 | {"enrollments", "registrations", "claim_tokens", "certificates", "crl"},
 }
 
 #: The tables of schema version 1, unchanged since (the previous release created exactly these).
@@ -264,11 +289,86 @@ _TABLES_V4_STATEMENTS: Final = (
 ) WITHOUT ROWID""",
 )
 
+#: What schema version 5 adds: provisioning (enrollments, registration states, claim tokens,
+#: issued device certificates and the current CRL). Flags are INTEGER 0/1 with a CHECK (the
+#: group flag is part of the enrollment key: individual and group ids are separate
+#: namespaces); PEM lists are JSON arrays, as ``devices.certificates_pem``. The cross-row rules
+#: (a claim token's group exists, a group's tokens go with it) are the writer's, see the module
+#: docstring. ``crl`` holds at most one row (``id`` is always 1).
+_TABLES_V5_STATEMENTS: Final = (
+    """CREATE TABLE enrollments (
+    grp INTEGER NOT NULL CHECK (grp IN (0, 1)),
+    enrollment_id TEXT NOT NULL,
+    attestation TEXT NOT NULL,
+    enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    primary_key_sealed BLOB,
+    secondary_key_sealed BLOB,
+    certificates_pem TEXT NOT NULL,
+    device_id TEXT,
+    initial_twin TEXT NOT NULL,
+    allocation_payload TEXT,
+    reprovision TEXT NOT NULL,
+    PRIMARY KEY (grp, enrollment_id)
+) WITHOUT ROWID""",
+    """CREATE TABLE registrations (
+    registration_id TEXT PRIMARY KEY,
+    enrollment_id TEXT NOT NULL,
+    grp INTEGER NOT NULL CHECK (grp IN (0, 1)),
+    device_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    substatus TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    error_code INTEGER,
+    error_message TEXT,
+    certificate_serial TEXT
+) WITHOUT ROWID""",
+    # One enrollment's registrations, in registration id order (the key ends every entry).
+    "CREATE INDEX registrations_by_enrollment ON registrations (grp, enrollment_id)",
+    """CREATE TABLE claim_tokens (
+    token_id TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    max_uses INTEGER NOT NULL,
+    uses INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+) WITHOUT ROWID""",
+    "CREATE INDEX claim_tokens_by_group ON claim_tokens (group_id, created_at)",
+    """CREATE TABLE certificates (
+    serial TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    registration_id TEXT NOT NULL,
+    thumbprint TEXT NOT NULL,
+    not_before REAL NOT NULL,
+    not_after REAL NOT NULL,
+    issued_at REAL NOT NULL,
+    pem TEXT NOT NULL,
+    revoked_at REAL,
+    revocation_reason TEXT
+) WITHOUT ROWID""",
+    "CREATE INDEX certificates_by_device ON certificates (device_id)",
+    # Partial: only the revoked few, in CRL order (revocation time, then the key: serial).
+    "CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL",
+    """CREATE TABLE crl (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    number INTEGER NOT NULL,
+    der BLOB NOT NULL
+)""",
+)
+
 _SCHEMA: Final = (
     _TABLES_V1_SQL
     + "".join(f"{statement};\n" for statement in _TABLES_V2_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V3_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V4_STATEMENTS)
+    + "".join(f"{statement};\n" for statement in _TABLES_V5_STATEMENTS)
     + f"""
 INSERT INTO meta (key, value) VALUES
     ('application', 'ironhub'),
@@ -337,6 +437,87 @@ _OPERATOR_UPDATE: Final = (
     " totp_last_step = ?, roles = ?, disabled = ?, allow_list = ?, known_networks = ?,"
     " last_login_at = ?, created_at = ?, version = ? WHERE name = ? AND version = ?"
 )
+_ENROLLMENT_COLUMNS: Final = (
+    "grp, enrollment_id, attestation, enabled, created_at, updated_at, version,"
+    " primary_key_sealed, secondary_key_sealed, certificates_pem, device_id, initial_twin,"
+    " allocation_payload, reprovision"
+)
+_ENROLLMENT_SELECT: Final = f"SELECT {_ENROLLMENT_COLUMNS} FROM enrollments"  # noqa: S608
+_ENROLLMENT_INSERT: Final = (
+    f"INSERT INTO enrollments ({_ENROLLMENT_COLUMNS}) VALUES"  # noqa: S608
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ENROLLMENT_UPDATE: Final = (
+    "UPDATE enrollments SET attestation = ?, enabled = ?, created_at = ?, updated_at = ?,"
+    " version = ?, primary_key_sealed = ?, secondary_key_sealed = ?, certificates_pem = ?,"
+    " device_id = ?, initial_twin = ?, allocation_payload = ?, reprovision = ?"
+    " WHERE grp = ? AND enrollment_id = ? AND version = ?"
+)
+_REGISTRATION_COLUMNS: Final = (
+    "registration_id, enrollment_id, grp, device_id, status, substatus, created_at, updated_at,"
+    " version, error_code, error_message, certificate_serial"
+)
+_REGISTRATION_SELECT: Final = f"SELECT {_REGISTRATION_COLUMNS} FROM registrations"  # noqa: S608
+_REGISTRATION_UPSERT: Final = (
+    f"INSERT INTO registrations ({_REGISTRATION_COLUMNS}) VALUES"  # noqa: S608
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (registration_id) DO UPDATE SET"
+    " enrollment_id = excluded.enrollment_id, grp = excluded.grp,"
+    " device_id = excluded.device_id, status = excluded.status,"
+    " substatus = excluded.substatus, created_at = excluded.created_at,"
+    " updated_at = excluded.updated_at, version = excluded.version,"
+    " error_code = excluded.error_code, error_message = excluded.error_message,"
+    " certificate_serial = excluded.certificate_serial"
+)
+#: Registration listings differ only in their filters, fixed strings chosen by code. With both
+#: filters the ``registrations_by_enrollment`` index serves the order too.
+_REGISTRATION_QUERIES: Final = {
+    (has_enrollment, has_group): (
+        _REGISTRATION_SELECT
+        + " WHERE registration_id > ?"
+        + (" AND enrollment_id = ?" if has_enrollment else "")
+        + (" AND grp = ?" if has_group else "")
+        + " ORDER BY registration_id LIMIT ?"
+    )
+    for has_enrollment in (False, True)
+    for has_group in (False, True)
+}
+_CLAIM_COLUMNS: Final = (
+    "token_id, group_id, token_hash, max_uses, uses, created_at, expires_at, created_by, revoked"
+)
+_CLAIM_SELECT: Final = f"SELECT {_CLAIM_COLUMNS} FROM claim_tokens"  # noqa: S608
+_CLAIM_INSERT: Final = (
+    f"INSERT INTO claim_tokens ({_CLAIM_COLUMNS}) VALUES"  # noqa: S608
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_CERTIFICATE_COLUMNS: Final = (
+    "serial, device_id, registration_id, thumbprint, not_before, not_after, issued_at, pem,"
+    " revoked_at, revocation_reason"
+)
+_CERTIFICATE_SELECT: Final = f"SELECT {_CERTIFICATE_COLUMNS} FROM certificates"  # noqa: S608
+_CERTIFICATE_INSERT: Final = (
+    f"INSERT INTO certificates ({_CERTIFICATE_COLUMNS}) VALUES"  # noqa: S608
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_REVOKED_FILTER: Final = {
+    None: "",
+    True: " AND revoked_at IS NOT NULL",
+    False: " AND revoked_at IS NULL",
+}
+#: Certificate listings differ only in their filters, fixed strings chosen by code.
+_CERTIFICATE_QUERIES: Final = {
+    (has_device, revoked): (
+        _CERTIFICATE_SELECT
+        + " WHERE serial > ?"
+        + (" AND device_id = ?" if has_device else "")
+        + _REVOKED_FILTER[revoked]
+        + " ORDER BY serial LIMIT ?"
+    )
+    for has_device in (False, True)
+    for revoked in (None, True, False)
+}
+#: The largest CRL number a 64-bit INTEGER column holds. RFC 5280 §5.2.3 allows 20 octets,
+#: but the hub counts up from 1, one per re-signing: 2**63 - 1 is never reached.
+_MAX_CRL_NUMBER: Final = 2**63 - 1
 _TWIN_SELECT: Final = (
     "SELECT identity, tags, desired, desired_version, reported, reported_version, version,"
     " updated_at FROM twins"
@@ -413,6 +594,9 @@ class _Job:
     run: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
 
+
+#: Most registry writes committed in one transaction (each in its own savepoint).
+_MAX_JOB_BATCH: Final = 256
 
 # An item on the writer queue: a log entry with its future, a job, or ``None`` (stop).
 _Item = tuple[LogEntry, "asyncio.Future[int]"] | _Job | None
@@ -560,6 +744,7 @@ _MIGRATIONS: Final = {
     ),
     2: _TABLES_V3_STATEMENTS,
     3: _TABLES_V4_STATEMENTS,
+    4: _TABLES_V5_STATEMENTS,
 }
 
 
@@ -826,6 +1011,169 @@ def _operator_values(record: OperatorRecord) -> tuple[Any, ...]:
     )
 
 
+def _flag(value: object, what: str) -> bool:
+    """Read a stored 0/1 flag strictly.
+
+    A security flag (``revoked``, ``enabled``) holding anything else is damage, not a value to
+    guess at.
+
+    Raises:
+        CorruptDatabaseError: the value is neither 0 nor 1.
+    """
+    if value in (0, 1):
+        return bool(value)
+    raise CorruptDatabaseError(f"{what}: a stored flag is neither 0 nor 1")
+
+
+def _enrollment_values(record: EnrollmentRecord) -> tuple[Any, ...]:
+    """The columns after the key ``(grp, enrollment_id)``, in :data:`_ENROLLMENT_COLUMNS` order."""
+    return (
+        record.attestation.value,
+        int(record.enabled),
+        record.created_at,
+        record.updated_at,
+        record.version,
+        record.primary_key_sealed,
+        record.secondary_key_sealed,
+        _json_encoder.encode(record.certificates_pem).decode(),
+        record.device_id,
+        record.initial_twin,
+        record.allocation_payload,
+        record.reprovision.value,
+    )
+
+
+def _enrollment_from_row(row: Sequence[Any]) -> EnrollmentRecord:
+    """Rebuild an enrollment.
+
+    Raises:
+        CorruptDatabaseError: a column holds an unknown enum value, a flag other than 0/1 or
+            malformed JSON.
+    """
+    what = f"enrollment {row[1]!r}"
+    try:
+        return EnrollmentRecord(
+            enrollment_id=row[1],
+            group=_flag(row[0], what),
+            attestation=Attestation(row[2]),
+            enabled=_flag(row[3], what),
+            created_at=row[4],
+            updated_at=row[5],
+            version=row[6],
+            primary_key_sealed=row[7],
+            secondary_key_sealed=row[8],
+            certificates_pem=_string_list_decoder.decode(row[9]),
+            device_id=row[10],
+            initial_twin=row[11],
+            allocation_payload=row[12],
+            reprovision=ReprovisionPolicy(row[13]),
+        )
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise CorruptDatabaseError(f"{what} cannot be decoded: {exc}") from exc
+
+
+def _registration_row(record: RegistrationRecord) -> tuple[Any, ...]:
+    return (
+        record.registration_id,
+        record.enrollment_id,
+        int(record.group),
+        record.device_id,
+        record.status,
+        record.substatus,
+        record.created_at,
+        record.updated_at,
+        record.version,
+        record.error_code,
+        record.error_message,
+        record.certificate_serial,
+    )
+
+
+def _registration_from_row(row: Sequence[Any]) -> RegistrationRecord:
+    """Rebuild a registration state.
+
+    Raises:
+        CorruptDatabaseError: the group flag is neither 0 nor 1.
+    """
+    return RegistrationRecord(
+        registration_id=row[0],
+        enrollment_id=row[1],
+        group=_flag(row[2], f"registration {row[0]!r}"),
+        device_id=row[3],
+        status=row[4],
+        substatus=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+        version=row[8],
+        error_code=row[9],
+        error_message=row[10],
+        certificate_serial=row[11],
+    )
+
+
+def _claim_token_row(record: ClaimTokenRecord) -> tuple[Any, ...]:
+    return (
+        record.token_id,
+        record.group_id,
+        record.token_hash,
+        record.max_uses,
+        record.uses,
+        record.created_at,
+        record.expires_at,
+        record.created_by,
+        int(record.revoked),
+    )
+
+
+def _claim_token_from_row(row: Sequence[Any]) -> ClaimTokenRecord:
+    """Rebuild a claim token.
+
+    Raises:
+        CorruptDatabaseError: the revoked flag is neither 0 nor 1.
+    """
+    return ClaimTokenRecord(
+        token_id=row[0],
+        group_id=row[1],
+        token_hash=row[2],
+        max_uses=row[3],
+        uses=row[4],
+        created_at=row[5],
+        expires_at=row[6],
+        created_by=row[7],
+        revoked=_flag(row[8], f"claim token {row[0]!r}"),
+    )
+
+
+def _certificate_row(record: IssuedCertificateRecord) -> tuple[Any, ...]:
+    return (
+        record.serial,
+        record.device_id,
+        record.registration_id,
+        record.thumbprint,
+        record.not_before,
+        record.not_after,
+        record.issued_at,
+        record.pem,
+        record.revoked_at,
+        record.revocation_reason,
+    )
+
+
+def _certificate_from_row(row: Sequence[Any]) -> IssuedCertificateRecord:
+    return IssuedCertificateRecord(
+        serial=row[0],
+        device_id=row[1],
+        registration_id=row[2],
+        thumbprint=row[3],
+        not_before=row[4],
+        not_after=row[5],
+        issued_at=row[6],
+        pem=row[7],
+        revoked_at=row[8],
+        revocation_reason=row[9],
+    )
+
+
 def _message_from_row(row: Sequence[Any]) -> StoredMessage:
     """Rebuild a stored message.
 
@@ -1076,35 +1424,54 @@ class SQLiteStorage:
             self._writer_stopped.set_result(None)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        max_batch = max(1, self._config.max_commit_batch)
+        # An item taken from the queue that belongs to the next round (a job after log
+        # entries, or the other way round): order on the queue is order of commits.
+        carry: list[_Item] = []
         while True:
-            item = get()
-            entries: list[LogEntry] = []
-            futures: list[asyncio.Future[int]] = []
-            job: _Job | None = None
-            stop = False
-            while True:
-                if item is None:
-                    stop = True
+            item = carry.pop() if carry else self._queue.get()
+            entries, futures, jobs, stop = self._take_round(item, carry)
+            if entries:
+                self._commit_batch(conn, entries, futures)
+            if jobs:
+                self._run_jobs(conn, jobs)
+            if stop:
+                return
+
+    def _take_round(
+        self, item: _Item, carry: list[_Item]
+    ) -> tuple[list[LogEntry], list[asyncio.Future[int]], list[_Job], bool]:
+        """Take what one commit holds: a run of log entries or a run of jobs (writer thread).
+
+        Returns the entries with their futures, the jobs, and whether the stop marker came;
+        the first item of the other kind is left in ``carry`` for the next round.
+        """
+        max_batch = max(1, self._config.max_commit_batch)
+        entries: list[LogEntry] = []
+        futures: list[asyncio.Future[int]] = []
+        jobs: list[_Job] = []
+        while True:
+            if item is None:
+                return entries, futures, jobs, True
+            if isinstance(item, _Job):
+                if entries:
+                    carry.append(item)
                     break
-                if isinstance(item, _Job):
-                    job = item
+                jobs.append(item)
+                if len(jobs) >= _MAX_JOB_BATCH:
+                    break
+            else:
+                if jobs:
+                    carry.append(item)
                     break
                 entries.append(item[0])
                 futures.append(item[1])
                 if len(entries) >= max_batch:
                     break
-                try:
-                    item = get_nowait()
-                except queue.Empty:
-                    break
-            if entries:
-                self._commit_batch(conn, entries, futures)
-            if job is not None:
-                self._run_job(conn, job)
-            if stop:
-                return
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return entries, futures, jobs, False
 
     def _commit_batch(
         self,
@@ -1160,25 +1527,47 @@ class SQLiteStorage:
             logger.error("group commit failed unexpectedly: entries=%d", len(futures), exc_info=exc)
         self._call_loop(_fail_futures, futures, error)
 
-    def _run_job(self, conn: sqlite3.Connection, job: _Job) -> None:
-        """Run one registry write in its own transaction (writer thread)."""
-        result: object = None
-        error: BaseException | None = None
+    def _run_jobs(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """Run queued registry writes in one transaction, each in its own savepoint.
+
+        Group commit for jobs: one fsync for every write that queued meanwhile (provisioning
+        makes several per device). Each job stays atomic on its own (a failing one is rolled
+        back to its savepoint and fails alone), and every future is settled only after the
+        COMMIT, so a write is reported done only once it is durable (writer thread).
+        """
+        outcomes: list[tuple[object, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            result = job.run(conn)
+            for job in jobs:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.run(conn)
+                except Exception as exc:  # noqa: BLE001 - one job's boundary: it fails alone
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((None, self._job_error(exc)))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((result, None))
             conn.execute("COMMIT")
-        except IronhubError as exc:
-            self._rollback(conn)
-            error = exc
         except sqlite3.Error as exc:
             self._rollback(conn)
-            error = _map_error(exc, "write")
-        except Exception as exc:  # writer task boundary: fail the job, keep serving
-            self._rollback(conn)
-            logger.exception("storage job failed unexpectedly")
-            error = StorageError(f"write failed: {type(exc).__name__}")
-        self._call_loop(_settle, job.future, result, error)
+            failure = _map_error(exc, "write")
+            for job in jobs:
+                self._call_loop(_settle, job.future, None, failure)
+            return
+        for job, (result, error) in zip(jobs, outcomes, strict=True):
+            self._call_loop(_settle, job.future, result, error)
+
+    @staticmethod
+    def _job_error(exc: Exception) -> BaseException:
+        """What a failed job's caller is told."""
+        if isinstance(exc, IronhubError):
+            return exc
+        if isinstance(exc, sqlite3.Error):
+            return _map_error(exc, "write")
+        logger.error("storage job failed unexpectedly", exc_info=exc)
+        return StorageError(f"write failed: {type(exc).__name__}")
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -1947,6 +2336,443 @@ class SQLiteStorage:
             raise ConflictError(f"operator {record.name!r} changed meanwhile; try again")
 
         await self._write(run)
+
+    # --- provisioning: enrollments ---------------------------------------------------------
+    async def insert_enrollment(self, record: EnrollmentRecord) -> None:
+        """Store a new individual enrollment or enrollment group.
+
+        Raises:
+            ConflictError: an enrollment of the same kind with this id exists.
+            StorageError: the write failed.
+        """
+        row = (int(record.group), record.enrollment_id, *_enrollment_values(record))
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_ENROLLMENT_INSERT, row)
+            except sqlite3.IntegrityError:
+                kind = "enrollment group" if record.group else "enrollment"
+                raise ConflictError(f"{kind} {record.enrollment_id!r} already exists") from None
+
+        await self._write(run)
+
+    async def get_enrollment(self, enrollment_id: str, *, group: bool) -> EnrollmentRecord | None:
+        """The individual enrollment or group called ``enrollment_id``, or ``None``.
+
+        Raises:
+            CorruptDatabaseError: the stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> EnrollmentRecord | None:
+            row = conn.execute(
+                _ENROLLMENT_SELECT + " WHERE grp = ? AND enrollment_id = ?",
+                (int(group), enrollment_id),
+            ).fetchone()
+            return None if row is None else _enrollment_from_row(row)
+
+        return await self._read(run)
+
+    async def list_enrollments(
+        self, *, group: bool, after: str = "", limit: int = 100
+    ) -> list[EnrollmentRecord]:
+        """Individual enrollments or groups with ``enrollment_id > after``, in id order.
+
+        Raises:
+            CorruptDatabaseError: a stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[EnrollmentRecord]:
+            rows = conn.execute(
+                _ENROLLMENT_SELECT
+                + " WHERE grp = ? AND enrollment_id > ? ORDER BY enrollment_id LIMIT ?",
+                (int(group), after, limit),
+            ).fetchall()
+            return [_enrollment_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def update_enrollment(self, record: EnrollmentRecord, *, expected_version: int) -> None:
+        """Replace an enrollment whose stored version is ``expected_version``.
+
+        The key ``(record.group, record.enrollment_id)`` names the enrollment; every other
+        field is replaced.
+
+        Raises:
+            ValueError: ``record.version`` is not ``expected_version + 1`` (a caller bug).
+            PreconditionFailedError: the stored version differs.
+            NotFoundError: the enrollment does not exist.
+            StorageError: the write failed.
+        """
+        if record.version != expected_version + 1:
+            raise ValueError("record.version must be expected_version + 1")
+        key = (int(record.group), record.enrollment_id)
+        values = _enrollment_values(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(_ENROLLMENT_UPDATE, (*values, *key, expected_version))
+            if cursor.rowcount == 1:
+                return
+            found = conn.execute(
+                "SELECT version FROM enrollments WHERE grp = ? AND enrollment_id = ?", key
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"enrollment {record.enrollment_id!r} does not exist")
+            raise PreconditionFailedError(
+                f"enrollment {record.enrollment_id!r} is at version {found[0]}, "
+                f"not {expected_version}"
+            )
+
+        await self._write(run)
+
+    async def delete_enrollment(self, enrollment_id: str, *, group: bool) -> bool:
+        """Delete an enrollment and, for a group, its claim tokens, in one transaction.
+
+        A group's claim tokens go even if the group itself is already gone, so no token can
+        outlive the group it was issued for. Registration states are kept (they record what
+        happened; :meth:`delete_registration` forgets them).
+
+        Returns:
+            Whether the enrollment existed.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM enrollments WHERE grp = ? AND enrollment_id = ?",
+                (int(group), enrollment_id),
+            )
+            if group:
+                conn.execute("DELETE FROM claim_tokens WHERE group_id = ?", (enrollment_id,))
+            return cursor.rowcount == 1
+
+        return await self._write(run)
+
+    # --- provisioning: registration states -------------------------------------------------
+    async def put_registration(self, record: RegistrationRecord) -> None:
+        """Insert or replace the registration state of ``record.registration_id``.
+
+        Raises:
+            StorageError: the write failed.
+        """
+        row = _registration_row(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(_REGISTRATION_UPSERT, row)
+
+        await self._write(run)
+
+    async def get_registration(self, registration_id: str) -> RegistrationRecord | None:
+        """The registration state of ``registration_id``, or ``None``.
+
+        Raises:
+            CorruptDatabaseError: the stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> RegistrationRecord | None:
+            row = conn.execute(
+                _REGISTRATION_SELECT + " WHERE registration_id = ?", (registration_id,)
+            ).fetchone()
+            return None if row is None else _registration_from_row(row)
+
+        return await self._read(run)
+
+    async def list_registrations(
+        self,
+        *,
+        enrollment_id: str | None = None,
+        group: bool | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[RegistrationRecord]:
+        """Registrations with ``registration_id > after`` in id order; at most ``limit``.
+
+        ``enrollment_id`` and ``group`` filter independently: together they select one
+        enrollment's registrations; ``group`` alone those admitted by groups (or by individual
+        enrollments).
+
+        Raises:
+            CorruptDatabaseError: a stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+        sql = _REGISTRATION_QUERIES[enrollment_id is not None, group is not None]
+        params: list[object] = [after]
+        if enrollment_id is not None:
+            params.append(enrollment_id)
+        if group is not None:
+            params.append(int(group))
+        params.append(limit)
+
+        def run(conn: sqlite3.Connection) -> list[RegistrationRecord]:
+            return [_registration_from_row(row) for row in conn.execute(sql, params)]
+
+        return await self._read(run)
+
+    async def delete_registration(self, registration_id: str) -> bool:
+        """Forget a registration state; ``False`` if unknown.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "DELETE FROM registrations WHERE registration_id = ?", (registration_id,)
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(run)
+
+    # --- provisioning: claim tokens ---------------------------------------------------------
+    async def insert_claim_token(self, record: ClaimTokenRecord) -> None:
+        """Store a claim token for an existing enrollment group.
+
+        The group is looked up in the insert's transaction, so a token can never be stored for
+        a group deleted concurrently (it would admit devices through nothing).
+
+        Raises:
+            NotFoundError: the enrollment group ``record.group_id`` does not exist.
+            ConflictError: a claim token with this id or hash exists.
+            StorageError: the write failed.
+        """
+        row = _claim_token_row(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM enrollments WHERE grp = 1 AND enrollment_id = ?",
+                    (record.group_id,),
+                ).fetchone()
+                is None
+            ):
+                raise NotFoundError(f"enrollment group {record.group_id!r} does not exist")
+            try:
+                conn.execute(_CLAIM_INSERT, row)
+            except sqlite3.IntegrityError:
+                raise ConflictError(
+                    f"claim token {record.token_id!r} (or its secret) already exists"
+                ) from None
+
+        await self._write(run)
+
+    async def consume_claim_token(
+        self, token_hash: bytes, now: float
+    ) -> tuple[ClaimOutcome, ClaimTokenRecord | None]:
+        """Use a claim token once: read, check and increment in one writer transaction.
+
+        The checks run in the documented order (unknown, revoked, expired, exhausted); a token
+        is expired from ``expires_at`` on. Jobs run one at a time on the write connection under
+        ``BEGIN IMMEDIATE``, so two callers never both get the last use.
+
+        Returns:
+            ``(OK, record)`` with ``uses`` already incremented, or the refusing outcome with the
+            unchanged record (``None`` when unknown).
+
+        Raises:
+            CorruptDatabaseError: the stored row cannot be decoded.
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> tuple[ClaimOutcome, ClaimTokenRecord | None]:
+            row = conn.execute(_CLAIM_SELECT + " WHERE token_hash = ?", (token_hash,)).fetchone()
+            if row is None:
+                return ClaimOutcome.UNKNOWN, None
+            record = _claim_token_from_row(row)
+            if record.revoked:
+                return ClaimOutcome.REVOKED, record
+            if now >= record.expires_at:
+                return ClaimOutcome.EXPIRED, record
+            if record.uses >= record.max_uses:
+                return ClaimOutcome.EXHAUSTED, record
+            conn.execute(
+                "UPDATE claim_tokens SET uses = uses + 1 WHERE token_id = ?", (record.token_id,)
+            )
+            return ClaimOutcome.OK, replace(record, uses=record.uses + 1)
+
+        return await self._write(run)
+
+    async def list_claim_tokens(self, group_id: str | None = None) -> list[ClaimTokenRecord]:
+        """Claim tokens, of one group or of all, oldest first (then by id).
+
+        Raises:
+            CorruptDatabaseError: a stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[ClaimTokenRecord]:
+            if group_id is None:
+                rows = conn.execute(_CLAIM_SELECT + " ORDER BY created_at, token_id")
+            else:
+                rows = conn.execute(
+                    _CLAIM_SELECT + " WHERE group_id = ? ORDER BY created_at, token_id",
+                    (group_id,),
+                )
+            return [_claim_token_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def revoke_claim_token(self, token_id: str) -> bool:
+        """Mark a claim token revoked; ``False`` if unknown.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE claim_tokens SET revoked = 1 WHERE token_id = ?", (token_id,)
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(run)
+
+    # --- provisioning: issued certificates and the CRL --------------------------------------
+    async def insert_certificate(self, record: IssuedCertificateRecord) -> None:
+        """Record an issued certificate.
+
+        Raises:
+            ConflictError: a certificate with this serial is recorded.
+            StorageError: the write failed.
+        """
+        row = _certificate_row(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_CERTIFICATE_INSERT, row)
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"certificate {record.serial} is already recorded") from None
+
+        await self._write(run)
+
+    async def get_certificate(self, serial: str) -> IssuedCertificateRecord | None:
+        """The issued certificate with this serial (upper hex, compared exactly), or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> IssuedCertificateRecord | None:
+            row = conn.execute(_CERTIFICATE_SELECT + " WHERE serial = ?", (serial,)).fetchone()
+            return None if row is None else _certificate_from_row(row)
+
+        return await self._read(run)
+
+    async def list_certificates(
+        self,
+        *,
+        device_id: str | None = None,
+        revoked: bool | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[IssuedCertificateRecord]:
+        """Issued certificates with ``serial > after`` in serial order; at most ``limit``.
+
+        Serials are compared as text (upper hex), the order ``after`` pages by.
+
+        Raises:
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+        sql = _CERTIFICATE_QUERIES[device_id is not None, revoked]
+        params: list[object] = [after]
+        if device_id is not None:
+            params.append(device_id)
+        params.append(limit)
+
+        def run(conn: sqlite3.Connection) -> list[IssuedCertificateRecord]:
+            return [_certificate_from_row(row) for row in conn.execute(sql, params)]
+
+        return await self._read(run)
+
+    async def revoke_certificate(
+        self, serial: str, revoked_at: float, reason: str
+    ) -> IssuedCertificateRecord | None:
+        """Mark a certificate revoked and return it; the first revocation wins.
+
+        An already revoked certificate is returned as stored: its revocation time and reason
+        never change, so a CRL once published stays true.
+
+        Returns:
+            The certificate as stored after the call, or ``None`` if the serial is unknown.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> IssuedCertificateRecord | None:
+            conn.execute(
+                "UPDATE certificates SET revoked_at = ?, revocation_reason = ?"
+                " WHERE serial = ? AND revoked_at IS NULL",
+                (revoked_at, reason, serial),
+            )
+            row = conn.execute(_CERTIFICATE_SELECT + " WHERE serial = ?", (serial,)).fetchone()
+            return None if row is None else _certificate_from_row(row)
+
+        return await self._write(run)
+
+    async def list_revoked_certificates(self) -> list[IssuedCertificateRecord]:
+        """Every revoked certificate, by revocation time then serial (the partial index).
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[IssuedCertificateRecord]:
+            rows = conn.execute(
+                _CERTIFICATE_SELECT + " WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial"
+            )
+            return [_certificate_from_row(row) for row in rows]
+
+        return await self._read(run)
+
+    async def put_crl(self, number: int, der: bytes) -> None:
+        """Store the current CRL if ``number`` is greater than the stored one's.
+
+        The comparison and the write share one writer transaction, so of two concurrent
+        signers only the one with the greater number lands (RFC 5280 §5.2.3: CRL numbers
+        increase monotonically).
+
+        Raises:
+            ValueError: ``number`` is negative or beyond a 64-bit integer (a caller bug).
+            ConflictError: the stored CRL's number is not smaller than ``number``.
+            StorageError: the write failed.
+        """
+        if not 0 <= number <= _MAX_CRL_NUMBER:
+            raise ValueError("a CRL number is a non-negative 64-bit integer")
+
+        def run(conn: sqlite3.Connection) -> None:
+            found = conn.execute("SELECT number FROM crl WHERE id = 1").fetchone()
+            if found is not None and found[0] >= number:
+                raise ConflictError(f"CRL number {number} is not greater than {found[0]}")
+            conn.execute(
+                "INSERT INTO crl (id, number, der) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET number = excluded.number, der = excluded.der",
+                (number, der),
+            )
+
+        await self._write(run)
+
+    async def get_crl(self) -> tuple[int, bytes] | None:
+        """The current CRL ``(number, DER)``, or ``None`` before the first.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
+            row = conn.execute("SELECT number, der FROM crl WHERE id = 1").fetchone()
+            return None if row is None else (int(row[0]), bytes(row[1]))
+
+        return await self._read(run)
 
     # --- message log ----------------------------------------------------------------------
     def append(self, entry: LogEntry) -> asyncio.Future[int]:

@@ -1,14 +1,17 @@
-"""Fixtures for the pki tests: a fixed time, a hub CA, and a builder for hostile certificates."""
+"""Fixtures for the pki tests: a fixed time, a hub CA, builders for hostile certificates and
+CSRs, and an external signer."""
 
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ironhub import pki
@@ -21,6 +24,13 @@ _DEFAULT = object()
 
 def cn(*names: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name) for name in names])
+
+
+def lax_cn(name: str) -> x509.Name:
+    """A one-CN name, even outside RFC 5280's 1 to 64 characters (as a hostile peer sends)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name, _validate=False)])
 
 
 class CertKit:
@@ -129,6 +139,67 @@ class CertKit:
             **kwargs,  # type: ignore[arg-type]
         )
         return key, certificate
+
+
+def make_csr(
+    key: CertificateIssuerPrivateKeyTypes,
+    subject: x509.Name | str = "dev1",
+    *,
+    extensions: tuple[x509.ExtensionType, ...] = (),
+    algorithm: hashes.HashAlgorithm | None = None,
+) -> x509.CertificateSigningRequest:
+    """A CSR for ``key`` (ECDSA/RSA-SHA256 unless told; Edwards keys sign without a hash)."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        cn(subject) if isinstance(subject, str) else subject
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    if algorithm is None and isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        algorithm = hashes.SHA256()
+    return builder.sign(key, algorithm)  # type: ignore[arg-type]
+
+
+class CountingSigner(ec.EllipticCurvePrivateKey):
+    """An external signer, as a PKCS#11 or TPM key would be wrapped: it holds no private
+    numbers, delegates ``sign()`` (here to a real key) and counts the calls."""
+
+    def __init__(self, inner: ec.EllipticCurvePrivateKey | None = None) -> None:
+        self._inner = inner or ec.generate_private_key(ec.SECP256R1())
+        self.calls = 0
+
+    def sign(
+        self,
+        data: bytes | bytearray | memoryview,
+        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
+    ) -> bytes:
+        self.calls += 1
+        return self._inner.sign(data, signature_algorithm)
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._inner.public_key()
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._inner.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._inner.key_size
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        raise AssertionError("a token signer does not do ECDH here")
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        raise AssertionError("the private scalar never leaves the token")
+
+    def private_bytes(self, *args: object) -> bytes:
+        raise AssertionError("the private key never leaves the token")
+
+    def __copy__(self) -> CountingSigner:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> CountingSigner:
+        return self
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Issuance: the hub CA, server certificates and device certificates."""
+"""Issuance: the hub CA, server and device certificates, certificates from CSRs, and external
+signers (a CA key held in a token)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import ipaddress
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
-from tests.unit.pki.conftest import DAY, NOW, CertKit, HubCA
+from tests.unit.pki.conftest import DAY, NOW, CertKit, CountingSigner, HubCA, lax_cn, make_csr
 
 from ironhub import pki
-from ironhub.errors import TrustError, ValidationError
+from ironhub.errors import CertificateRequestError, TrustError, ValidationError
 
 
 def ext(certificate: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension:  # type: ignore[type-arg]
@@ -270,3 +272,225 @@ def test_self_signed_device_certificate_profile() -> None:
     assert pki.parse_self_signed_device_certificate(pki.certificate_pem(cert)) == cert
     thumbprint = pki.thumbprint_sha256(cert)
     assert pki.verify_thumbprint_device(cert, thumbprints=[thumbprint], now=NOW) == 0
+
+
+# --- a CA certificate for an existing key, and external signers ----------------------------
+
+
+def test_create_ca_certificate_for_an_existing_p384_key() -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    cert = pki.create_ca_certificate(key, "token CA", now=NOW, validity_days=20)
+    assert cert.public_key() == key.public_key()
+    assert common_names(cert) == ["token CA"]
+    cert.verify_directly_issued_by(cert)
+    assert ext(cert, x509.BasicConstraints).value == x509.BasicConstraints(ca=True, path_length=0)
+    assert cert.not_valid_before_utc == NOW - pki.BACKDATE
+    assert cert.not_valid_after_utc == NOW + 20 * DAY
+    assert pki.parse_ca_certificate(pki.certificate_pem(cert)) == cert
+
+
+def test_create_ca_certificate_refuses_weak_keys_and_bad_arguments() -> None:
+    with pytest.raises(TrustError, match="curve"):
+        pki.create_ca_certificate(ec.generate_private_key(ec.SECP256K1()), "ca", now=NOW)
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ValidationError):
+        pki.create_ca_certificate(key, "", now=NOW)
+    with pytest.raises(ValueError, match="validity_days"):
+        pki.create_ca_certificate(key, "ca", now=NOW, validity_days=0)
+
+
+def test_a_token_signer_signs_everything_the_ca_signs() -> None:
+    signer = CountingSigner()
+    ca_cert = pki.create_ca_certificate(signer, "token CA", now=NOW)
+    assert signer.calls == 1
+    ca_cert.verify_directly_issued_by(ca_cert)
+
+    _, server = pki.issue_server_certificate(signer, ca_cert, ["hub.example.net"], now=NOW)
+    assert signer.calls == 2
+    server.verify_directly_issued_by(ca_cert)
+
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    device = pki.issue_device_certificate(signer, ca_cert, device_key.public_key(), "d1", now=NOW)
+    assert signer.calls == 3
+    assert pki.verify_ca_signed_device(device, trusted_cas=[ca_cert], now=NOW) == "d1"
+
+    from_csr = pki.issue_certificate_from_csr(
+        signer, ca_cert, make_csr(device_key, "d2"), device_id="d2", now=NOW, validity_days=30
+    )
+    assert signer.calls == 4
+    assert pki.verify_ca_signed_device(from_csr, trusted_cas=[ca_cert], now=NOW) == "d2"
+
+    crl = pki.build_crl(signer, ca_cert, [], number=1, now=NOW, next_update=NOW + DAY)
+    assert signer.calls == 5
+    assert crl.is_signature_valid(signer.public_key())
+
+
+def test_a_token_signer_is_not_used_for_a_refused_csr() -> None:
+    signer = CountingSigner()
+    ca_cert = pki.create_ca_certificate(signer, "token CA", now=NOW)
+    csr = make_csr(ec.generate_private_key(ec.SECP256R1()), "someone-else")
+    with pytest.raises(CertificateRequestError):
+        pki.issue_certificate_from_csr(
+            signer, ca_cert, csr, device_id="d1", now=NOW, validity_days=30
+        )
+    assert signer.calls == 1
+
+
+# --- certificates from CSRs ----------------------------------------------------------------
+
+
+def test_certificate_from_csr_profile(hub_ca: HubCA) -> None:
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    # Everything a CSR may carry; none of it is copied.
+    csr = make_csr(
+        device_key,
+        "dev-7",
+        extensions=(
+            x509.BasicConstraints(ca=False, path_length=None),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+        ),
+    )
+    cert = pki.issue_certificate_from_csr(
+        hub_ca.key, hub_ca.cert, csr, device_id="dev-7", now=NOW, validity_days=90
+    )
+    assert cert.subject == x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev-7")])
+    assert cert.issuer == hub_ca.cert.subject
+    assert cert.public_key() == device_key.public_key()
+    assert cert.not_valid_before_utc == NOW - pki.BACKDATE
+    assert cert.not_valid_after_utc == NOW + 90 * DAY
+    assert cert.serial_number > 2**64
+    cert.verify_directly_issued_by(hub_ca.cert)
+    assert [e.oid for e in cert.extensions] == [
+        x509.BasicConstraints.oid,
+        x509.KeyUsage.oid,
+        x509.ExtendedKeyUsage.oid,
+        x509.SubjectKeyIdentifier.oid,
+        x509.AuthorityKeyIdentifier.oid,
+    ]
+    constraints = ext(cert, x509.BasicConstraints)
+    assert constraints.critical
+    assert constraints.value.ca is False
+    usage = ext(cert, x509.KeyUsage)
+    assert usage.critical
+    assert usage.value.digital_signature
+    assert not usage.value.content_commitment
+    assert not usage.value.key_encipherment
+    assert list(ext(cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert ext(cert, x509.SubjectKeyIdentifier).value == x509.SubjectKeyIdentifier.from_public_key(
+        device_key.public_key()
+    )
+    aki = ext(cert, x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == ext(hub_ca.cert, x509.SubjectKeyIdentifier).value.digest
+    assert pki.verify_ca_signed_device(cert, trusted_cas=[hub_ca.cert], now=NOW) == "dev-7"
+
+
+def test_certificate_from_csr_for_a_module_and_a_p384_key(hub_ca: HubCA) -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    cert = pki.issue_certificate_from_csr(
+        hub_ca.key,
+        hub_ca.cert,
+        pki.load_csr(make_csr(key, "d/m").public_bytes(serialization.Encoding.PEM)),
+        device_id="d/m",
+        now=NOW,
+        validity_days=1,
+    )
+    assert pki.verify_ca_signed_device(cert, trusted_cas=[hub_ca.cert], now=NOW) == "d/m"
+
+
+def test_certificate_from_csr_for_an_ed25519_key(hub_ca: HubCA) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    cert = pki.issue_certificate_from_csr(
+        hub_ca.key, hub_ca.cert, make_csr(key, "ed"), device_id="ed", now=NOW, validity_days=30
+    )
+    assert cert.public_key() == key.public_key()
+    cert.verify_directly_issued_by(hub_ca.cert)
+
+
+def test_certificate_from_csr_never_outlives_the_ca() -> None:
+    ca_key, ca_cert = pki.create_ca("short CA", now=NOW, validity_days=30)
+    csr = make_csr(ec.generate_private_key(ec.SECP256R1()), "d1")
+    cert = pki.issue_certificate_from_csr(
+        ca_key, ca_cert, csr, device_id="d1", now=NOW, validity_days=365
+    )
+    assert cert.not_valid_after_utc == ca_cert.not_valid_after_utc
+
+
+@pytest.mark.parametrize("device_id", ["", "dev 1", "a/b/c", "*", "a" * 65])
+def test_certificate_from_csr_refuses_bad_device_ids(hub_ca: HubCA, device_id: str) -> None:
+    # Even when the CSR names exactly that id.
+    csr = make_csr(ec.generate_private_key(ec.SECP256R1()), lax_cn(device_id))
+    with pytest.raises(ValidationError):
+        pki.issue_certificate_from_csr(
+            hub_ca.key, hub_ca.cert, csr, device_id=device_id, now=NOW, validity_days=30
+        )
+
+
+def test_certificate_from_csr_refuses_what_check_csr_refuses(hub_ca: HubCA) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cases = {
+        "subject": make_csr(key, "dev2"),
+        "san": make_csr(key, extensions=(x509.SubjectAlternativeName([x509.DNSName("h")]),)),
+        "key-type": make_csr(ec.generate_private_key(ec.SECP521R1())),
+    }
+    for reason, csr in cases.items():
+        with pytest.raises(CertificateRequestError) as caught:
+            pki.issue_certificate_from_csr(
+                hub_ca.key, hub_ca.cert, csr, device_id="dev1", now=NOW, validity_days=30
+            )
+        assert caught.value.reason == reason
+
+
+def test_certificate_from_csr_checks_the_ca_and_the_arguments(hub_ca: HubCA, kit: CertKit) -> None:
+    csr = make_csr(kit.key(), "d1")
+    with pytest.raises(TrustError, match="does not match"):
+        pki.issue_certificate_from_csr(
+            kit.key(), hub_ca.cert, csr, device_id="d1", now=NOW, validity_days=30
+        )
+    with pytest.raises(TrustError, match="expired"):
+        pki.issue_certificate_from_csr(
+            hub_ca.key, hub_ca.cert, csr, device_id="d1", now=NOW + 4000 * DAY, validity_days=30
+        )
+    with pytest.raises(ValueError, match="validity_days"):
+        pki.issue_certificate_from_csr(
+            hub_ca.key, hub_ca.cert, csr, device_id="d1", now=NOW, validity_days=0
+        )
+    with pytest.raises(ValueError, match="timezone-aware"):
+        pki.issue_certificate_from_csr(
+            hub_ca.key,
+            hub_ca.cert,
+            csr,
+            device_id="d1",
+            now=dt.datetime(2026, 1, 1),  # noqa: DTZ001
+            validity_days=30,
+        )
+
+
+# --- serials -------------------------------------------------------------------------------
+
+
+def test_certificate_serial_hex(hub_ca: HubCA, kit: CertKit) -> None:
+    assert pki.certificate_serial_hex(hub_ca.cert) == format(hub_ca.cert.serial_number, "X")
+    key = kit.key()
+    for serial, expected in ((1, "1"), (0xAB, "AB"), (0x0100, "100"), (2**159 - 1, "7" + "F" * 39)):
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(x509.Name([]))
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(NOW)
+            .not_valid_after(NOW + DAY)
+            .sign(key, hashes.SHA256())
+        )
+        assert pki.certificate_serial_hex(cert) == expected

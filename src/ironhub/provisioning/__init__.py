@@ -1,0 +1,1 @@
+"""DPS-compatible provisioning: enrollments, attestation, assignment, claim tokens, device CA."""
