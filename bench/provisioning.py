@@ -13,9 +13,14 @@ Two measurements, both printed with the load that produced them:
 * ``service``: the same registrations through the provisioning service in-process, without
   sockets or TLS (attest, begin, wait for the assignment): the ceiling of the service itself.
 
-There is no Mosquitto counterpart (a broker has no provisioning); the reference figure is
-Azure DPS's documented quota of 1,000 registrations per minute per service. The issue's goal is
->= 1,000 registrations/s on this machine.
+* ``mosquitto``: the same conversation on the wire against Debian's Mosquitto (TLS listener on
+  loopback, as in bench/telemetry.py): TLS handshake, CONNECT, SUBSCRIBE, two QoS 1 requests
+  each answered by one message (Mosquitto echoes them to the device's own subscription),
+  DISCONNECT. A broker has no provisioning, so it stores nothing per conversation; the ratio
+  shows what the transport alone costs in C against what ironhub does in Python.
+
+The reference figure is Azure DPS's documented quota of 1,000 registrations per minute per
+service. The issue's goal is >= 1,000 registrations/s on this machine.
 
 Run: ``.venv/bin/python bench/provisioning.py [--devices N] [--concurrency C] [--csr]``.
 """
@@ -132,10 +137,24 @@ class _Device(asyncio.Protocol):
         self.codec = MQTTConnection(Role.CLIENT)
         self.transport: asyncio.Transport | None = None
         self.op: str | None = None
+        self.echoes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        if self.cfg.get("mosquitto"):
+            transport.write(
+                self.codec.send(
+                    Connect(
+                        client_id=self.rid,
+                        keep_alive_seconds=60,
+                        clean_session=True,
+                        username=f"scope/registrations/{self.rid}/api-version=2019-03-31",
+                        password=b"unused",
+                    )
+                )
+            )
+            return
         key = dps.derive_device_key(base64.b64decode(self.cfg["group_key"]), self.rid)
         uri = dps.dps_resource_uri(self.cfg["id_scope"], self.rid)
         token = sas.generate_sas_token(uri, key, int(time.time()) + 3600)
@@ -156,6 +175,9 @@ class _Device(asyncio.Protocol):
         self.transport.write(self.codec.send(packet))
 
     def data_received(self, data: bytes) -> None:
+        if self.cfg.get("mosquitto"):
+            self._echo_conversation(data)
+            return
         for packet in self.codec.receive_data(data):
             if isinstance(packet, ConnAck):
                 if packet.return_code != 0:
@@ -184,6 +206,23 @@ class _Device(asyncio.Protocol):
                     )
                 else:
                     self._finish(status == 200 and answer.get("status") == "assigned")
+
+    def _echo_conversation(self, data: bytes) -> None:
+        """The same packets against a broker: two requests, each echoed back as the answer."""
+        for packet in self.codec.receive_data(data):
+            if isinstance(packet, ConnAck):
+                self._send(Subscribe(1, ((f"reg/{self.rid}/#", 1),)))
+            elif isinstance(packet, SubAck):
+                body = dps.register_body(self.rid, None, csr=self.csr)
+                self._send(Publish(f"reg/{self.rid}/register", body, qos=1, packet_id=2))
+            elif isinstance(packet, Publish):
+                if packet.packet_id is not None:
+                    self._send(PubAck(packet.packet_id))
+                self.echoes += 1
+                if self.echoes == 1:
+                    self._send(Publish(f"reg/{self.rid}/status", b" ", qos=1, packet_id=3))
+                else:
+                    self._finish(True)
 
     def _finish(self, ok: bool) -> None:
         if not self.done.done():
@@ -221,7 +260,7 @@ async def _load(
                     host,
                     port,
                     ssl=ctx,
-                    server_hostname="localhost",
+                    server_hostname=cfg.get("server_hostname", "localhost"),
                 )
                 success = await asyncio.wait_for(done, 30)
             except (OSError, TimeoutError):
@@ -289,8 +328,7 @@ async def _service(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 body = dps.RegisterBody(rid, None, csrs[index] if csrs else None, None)
                 operation = provisioning.begin(attested, body, source="127.0.0.1")
-                while operation.status == "assigning":
-                    await asyncio.sleep(0.001)
+                await operation.done.wait()
                 return operation.status == "assigned"
 
         started = time.perf_counter()
@@ -305,19 +343,44 @@ async def _service(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def run_mosquitto(args: argparse.Namespace) -> dict[str, Any]:
+    """The same conversations against Mosquitto (bench/telemetry.py starts it)."""
+    import telemetry  # noqa: PLC0415 - bench/ is the script's directory
+
+    with tempfile.TemporaryDirectory(prefix="ironhub-prov-mosq-") as tmp:
+        target = telemetry.start_mosquitto(Path(tmp), 1)
+        try:
+            cfg = {
+                "address": (telemetry.HOST, target.port),
+                "ca": str(target.ca),
+                "mosquitto": True,
+                "server_hostname": target.server_hostname,
+            }
+            ids = [f"bench-m-{i}" for i in range(args.devices)]
+            csrs = _csrs(args.devices, "bench-m-") if args.csr else None
+            before = telemetry.cpu_seconds([target.proc.pid])
+            result = asyncio.run(_load(cfg, ids, csrs, args.concurrency))
+            result["hub_cpu_seconds"] = telemetry.cpu_seconds([target.proc.pid]) - before
+            result["version"] = target.version
+        finally:
+            telemetry.stop_process(target.proc)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=2000, help="registrations per run")
     parser.add_argument("--concurrency", type=int, default=64, help="devices in flight at once")
     parser.add_argument("--csr", action="store_true", help="each device sends a CSR (issuance)")
-    parser.add_argument("--mode", choices=("wire", "service", "both"), default="both")
+    parser.add_argument("--mode", choices=("wire", "service", "mosquitto", "all"), default="all")
     args = parser.parse_args()
     print(
         f"load: {args.devices} registrations, {args.concurrency} concurrent, symmetric group"
         f"{' + CSR issuance (EC P-256)' if args.csr else ''}; python {platform.python_version()}, "
         f"{os.cpu_count()} cores, {platform.machine()}"
     )
-    if args.mode in ("wire", "both"):
+    wire: dict[str, Any] | None = None
+    if args.mode in ("wire", "all"):
         wire = run_wire(args)
         print(
             f"wire (TLS 1.3 + MQTT + DPS, hub process on its own core): {wire['rate']:.0f} "
@@ -331,7 +394,22 @@ def main() -> int:
             f"  hub CPU {per * 1000:.2f} ms per registration -> {1 / per:.0f} registrations per "
             "hub core-second (the load generator shares this 2-core machine)"
         )
-    if args.mode in ("service", "both"):
+    if args.mode in ("mosquitto", "all"):
+        mosq = run_mosquitto(args)
+        per = mosq["hub_cpu_seconds"] / max(1, mosq["ok"])
+        print(
+            f"mosquitto ({mosq['version']}), the same conversation, nothing stored: "
+            f"{mosq['rate']:.0f} conversations/s ({mosq['ok']} ok, {mosq['failed']} failed; "
+            f"p50 {mosq['p50_ms']:.0f} ms, p99 {mosq['p99_ms']:.0f} ms); broker CPU "
+            f"{per * 1000:.2f} ms per conversation"
+        )
+        if wire is not None:
+            print(
+                f"  ratio ironhub/mosquitto: throughput {wire['rate'] / mosq['rate']:.2f}x, "
+                f"server CPU per conversation "
+                f"{(wire['hub_cpu_seconds'] / wire['ok']) / max(per, 1e-9):.1f}x"
+            )
+    if args.mode in ("service", "all"):
         service = asyncio.run(_service(args))
         print(
             f"service (in-process, no sockets): {service['rate']:.0f} registrations/s "

@@ -193,7 +193,7 @@ class ProvisioningConfig:
     #: Status polls allowed per registration within ``poll_window_seconds``; more get 429.
     max_polls_per_window: int = 5
     poll_window_seconds: float = 10.0
-    #: How long a finished operation can still be polled.
+    #: How long after its register request an operation can still be polled.
     operation_ttl_seconds: float = 300.0
     #: Validity of a certificate issued from a CSR, and of the device CA itself.
     certificate_validity_days: int = 30

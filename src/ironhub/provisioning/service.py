@@ -203,6 +203,11 @@ class _X509Group:
     cas: tuple[x509.Certificate, ...]
 
 
+def _log_audit_failure(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("an audit record of provisioning failed", exc_info=future.exception())
+
+
 def _hash_claim_token(secret: str) -> bytes:
     return hashlib.sha256(secret.encode("utf-8")).digest()
 
@@ -865,17 +870,14 @@ class ProvisioningService:
         return operation
 
     def _prune(self, now: float) -> None:
-        if len(self._operations) < 1024:
-            return
+        """Drop operations older than the operation TTL (oldest first: dicts keep order)."""
         ttl = self._config.operation_ttl_seconds
-        expired = [
-            op_id
-            for op_id, op in self._operations.items()
-            if (op.finished_at is not None and now - op.finished_at > ttl)
-            or now - op.created_at > ttl * 4
-        ]
-        for op_id in expired:
-            del self._operations[op_id]
+        operations = self._operations
+        while operations:
+            oldest = next(iter(operations.values()))
+            if now - oldest.created_at <= ttl:
+                return
+            del operations[oldest.operation_id]
 
     async def _run(
         self,
@@ -899,10 +901,8 @@ class ProvisioningService:
             state = self._failed_state(
                 registration_id, _Refused(_UNAVAILABLE, "the provisioning service is unavailable")
             )
-        operation.state = state
-        operation.status = state.status
-        operation.finished_at = self._clock.time()
-        operation.done.set()
+        # Durable before the device hears the outcome (and with it every record noted
+        # earlier in this assignment: the audit log commits in order).
         await self._record(
             "provisioning-register",
             registration_id,
@@ -911,6 +911,10 @@ class ProvisioningService:
             source=source,
             reason=reason,
         )
+        operation.state = state
+        operation.status = state.status
+        operation.finished_at = self._clock.time()
+        operation.done.set()
 
     def _failed_state(self, registration_id: str, refused: _Refused) -> dps.RegistrationState:
         stamp = dps.format_timestamp(self._clock.time())
@@ -922,6 +926,19 @@ class ProvisioningService:
             error_code=refused.code,
             error_message=refused.message,
         )
+
+    def _note(self, action: str, actor: str, **fields: str) -> None:
+        """Queue an audit record without waiting; the assignment's final record waits."""
+        if self._audit is None:
+            return
+        try:
+            future = self._audit.append_nowait(
+                actor_kind="device", actor=actor, action=action, **fields
+            )
+        except ValidationError:
+            logger.exception("could not audit %s actor=%s", action, actor)
+            return
+        future.add_done_callback(_log_audit_failure)
 
     async def _record(self, action: str, actor: str, **fields: str) -> None:
         if self._audit is None:
@@ -979,7 +996,7 @@ class ProvisioningService:
                 _hash_claim_token(token), self._clock.time()
             )
         if outcome is not ClaimOutcome.OK or record is None:
-            await self._record(
+            self._note(
                 "claim-token-refused",
                 registration_id,
                 target=record.token_id if record else "-",
@@ -988,7 +1005,7 @@ class ProvisioningService:
                 reason=outcome.value,
             )
             raise _Refused(_UNAUTHORIZED, f"the claim token is {outcome.value}")
-        await self._record(
+        self._note(
             "claim-token-used",
             registration_id,
             target=record.token_id,
@@ -1026,7 +1043,7 @@ class ProvisioningService:
                 )
             except CertificateRequestError as exc:
                 raise _Refused(_CSR_REFUSED, f"CSR refused ({exc.reason}): {exc}") from None
-            await self._record(
+            self._note(
                 "certificate-issued",
                 registration_id,
                 target=issued.record.serial,
@@ -1097,8 +1114,10 @@ class ProvisioningService:
                 await self._authority.revoke(previous.certificate_serial, "superseded")
 
         reset = enrollment.reprovision is ReprovisionPolicy.RESET_TWIN
-        if created or reset:
-            initial = _load_json_object(enrollment.initial_twin, "initial twin")
+        initial = _load_json_object(enrollment.initial_twin, "initial twin")
+        empty = not initial.get("tags") and not initial.get("properties", {}).get("desired")
+        # A new device's twin is empty already: an empty initial twin needs no write.
+        if (created and not empty) or (reset and not created):
             await self._twins.provision(
                 device_id,
                 tags=initial.get("tags", {}),
