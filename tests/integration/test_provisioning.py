@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tests.support.dps_client import DpsClient, dps_password, dps_username, make_csr
 from tests.support.hubkit import DeviceKit, HubFactory
@@ -557,3 +557,109 @@ async def test_another_enrollment_cannot_reprovision_a_device(hub_factory: HubFa
         SasCredentials(hub.services.config.hostname, "shared-id", key_a)
     )
     await device.close()  # group A's key still works: nothing changed
+
+
+def _intermediate(
+    root_key: ec.EllipticCurvePrivateKey, root: x509.Certificate, now: dt.datetime
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """An intermediate CA under ``root`` (a vendor's issuing CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "vendor issuing")]))
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
+            critical=False,
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+async def test_x509_group_by_an_intermediate_ca(hub_factory: HubFactory, tmp_path: Path) -> None:
+    hub = await hub_factory(**FAST)
+    provisioning = hub.services.provisioning
+    assert provisioning is not None
+    now = dt.datetime.now(dt.UTC)
+    root_key, root = pki.create_ca("vendor root", now=now)
+    inter_key, inter = _intermediate(root_key, root, now)
+    # Only the intermediate is registered: the root stays with the vendor.
+    await provisioning.create_enrollment(
+        "vendor-line",
+        Attestation.X509,
+        group=True,
+        certificates_pem=[pki.certificate_pem(inter).decode()],
+    )
+    await asyncio.sleep(0.3)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = pki.issue_device_certificate(
+        inter_key, inter, leaf_key.public_key(), "meter-77", now=now
+    )
+    cert_path, key_path = tmp_path / "leaf.pem", tmp_path / "leaf.key"
+    cert_path.write_bytes(pki.certificate_pem(leaf))
+    key_path.write_bytes(pki.private_key_pem(leaf_key))
+    client = await _dps(hub, "meter-77", ctx=_hub_ctx(hub, cert_path, key_path))
+    answer = await client.register()
+    await client.close()
+    assert answer.body["status"] == "assigned", answer
+    device = await _connect_x509(hub, "meter-77", cert_path, key_path)
+    await _send_telemetry(device, "meter-77")
+    await device.close()
+    # A leaf of another CA under the same root is not admitted.
+    other_key, other = _intermediate(root_key, root, now)
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger = pki.issue_device_certificate(
+        other_key, other, stranger_key.public_key(), "meter-78", now=now
+    )
+    (tmp_path / "s.pem").write_bytes(pki.certificate_pem(stranger) + pki.certificate_pem(other))
+    (tmp_path / "s.key").write_bytes(pki.private_key_pem(stranger_key))
+    with pytest.raises((ConnectRefused, ConnectionError, ssl.SSLError)):
+        await _dps(hub, "meter-78", ctx=_hub_ctx(hub, tmp_path / "s.pem", tmp_path / "s.key"))
+
+
+async def test_a_duplicate_serial_is_refused_and_nothing_is_handed_out(
+    hub_factory: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = await hub_factory(**FAST)
+    provisioning = hub.services.provisioning
+    assert provisioning is not None
+    # Random 159-bit serials never collide in practice; force one to see the refusal.
+    monkeypatch.setattr(x509, "random_serial_number", lambda: 0x1234567890ABCDEF)
+    for rid in ("dup-1", "dup-2"):
+        created = await provisioning.create_enrollment(rid, Attestation.SYMMETRIC, group=False)
+        assert created.primary_key is not None
+        _, csr = make_csr(rid)
+        client = await _dps(hub, rid, key=base64.b64decode(created.primary_key))
+        answer = await client.register(csr=csr)
+        await client.close()
+        if rid == "dup-1":
+            assert answer.body["status"] == "assigned", answer
+        else:
+            assert answer.body["status"] == "failed"
+            assert "(duplicate-serial)" in answer.body["registrationState"]["errorMessage"]
+            with pytest.raises(NotFoundError):
+                await hub.services.registry.get_device("dup-2")
+    certificates = await provisioning.authority.list_certificates()
+    assert [c.device_id for c in certificates] == ["dup-1"]
