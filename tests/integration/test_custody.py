@@ -7,6 +7,7 @@ fallback key is ever made.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import stat
@@ -21,7 +22,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from tests.support.dps_client import DpsClient, make_csr
 from tests.support.hubkit import HubFactory
+from tests.support.mqtt_client import client_tls_context
 from tests.support.softhsm import TOKEN_LABEL, SoftHSMToken, init_token, make_token
 
 import ironhub.cli.custody  # noqa: F401 - registers `ironhub keys` (also imported by cli/main.py)
@@ -40,6 +43,7 @@ from ironhub.custody import (
 from ironhub.errors import ConfigError, TrustError
 from ironhub.registry.sealing import device_key_aad, seal, unseal
 from ironhub.server import ensure_trust_material
+from ironhub.storage.interfaces import Attestation
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -595,6 +599,35 @@ async def test_a_hub_runs_on_token_keys(
     assert isinstance(keys.device_ca_key, TokenSigningKey)
     for absent in DataFiles(data).private_key_files():
         assert not absent.exists(), absent
+
+    # End to end on the token: a device registers with a CSR over DPS and gets a certificate
+    # signed inside the token; its revocation is published in a CRL signed there too.
+    provisioning = hub.services.provisioning
+    assert provisioning is not None
+    created = await provisioning.create_enrollment("hsm-dev", Attestation.SYMMETRIC, group=False)
+    assert created.primary_key is not None
+    host, port = hub.endpoint.address
+    client = await DpsClient.connect(
+        host,
+        port,
+        client_tls_context(hub.info.ca_path),
+        id_scope=provisioning.id_scope,
+        registration_id="hsm-dev",
+        key=base64.b64decode(created.primary_key),
+    )
+    _, csr = make_csr("hsm-dev")
+    answer = await client.register(csr=csr)
+    await client.close()
+    assert answer.body["status"] == "assigned", answer
+    leaf = x509.load_der_x509_certificate(
+        base64.b64decode(answer.body["registrationState"]["issuedCertificateChain"][0])
+    )
+    leaf.verify_directly_issued_by(keys.device_ca_cert)
+    await provisioning.authority.revoke(pki.certificate_serial_hex(leaf), "keyCompromise")
+    _, der = await provisioning.authority.crl()
+    crl = x509.load_der_x509_crl(der)
+    assert crl.is_signature_valid(keys.device_ca_cert.public_key())
+    assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
 
 
 # --- token keys that do not meet the policy ------------------------------------------------------
