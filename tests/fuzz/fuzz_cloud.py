@@ -50,6 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
+from tests.fuzz import mutators
 from tests.vectors.load import load_cloud_vectors
 
 from ironhub.codec.azure import (
@@ -101,8 +102,6 @@ PAYLOAD_TOKENS = (
     b'"a b"', b'""', b'"k":', b"\\ud800", b"\\u0000", b"\\u0085", b"\xff", b"\x80",
     b"\xc0\xaf", b"\xed\xa0\x80", b"\xef\xbb\xbf", b"\x00", b"[" * 50, b"{" * 20, b" ",
 )  # fmt: skip
-#: How many operations one mutation applies: mostly one, so that near-valid inputs stay common.
-OPERATION_COUNTS = (1, 1, 1, 2, 3, 4)
 MAX_TEXT_CHARS = 8192
 MAX_PAYLOAD_BYTES = 200_000
 
@@ -159,60 +158,15 @@ def seeds() -> Seeds:
 
 
 def mutate_text(text: str, rng: random.Random, pool: tuple[str, ...]) -> str:
-    """Apply one to four (mostly one) character or token operations to a topic or filter."""
-    chars = list(text)
-    for _ in range(rng.choice(OPERATION_COUNTS)):
-        position = rng.randint(0, len(chars))
-        operation = rng.choice(
-            ("token", "token", "delete", "set", "duplicate", "splice", "case", "encode", "levels")
-        )
-        if operation == "token":
-            chars[position:position] = list(rng.choice(TEXT_TOKENS))
-        elif operation == "delete":
-            del chars[position : position + rng.randint(1, 6)]
-        elif operation == "set" and position < len(chars):
-            chars[position] = chr(rng.choice((rng.randrange(0x20, 0x7F), rng.randrange(0x110000))))
-        elif operation == "duplicate":
-            chars[position:position] = chars[position : position + rng.randint(1, 40)]
-        elif operation == "splice":
-            other = rng.choice(pool)
-            chars[position:] = list(other[rng.randint(0, len(other)) :])
-        elif operation == "case" and position < len(chars):
-            chars[position] = chars[position].swapcase()
-        elif operation == "encode" and position < len(chars):
-            chars[position : position + 1] = list(f"%{ord(chars[position]) & 0xFF:02X}")
-        elif operation == "levels":
-            levels = "".join(chars).split("/")
-            if rng.random() < 0.5:
-                rng.shuffle(levels)
-            else:
-                levels.pop(rng.randrange(len(levels)))
-            chars = list("/".join(levels))
-    return "".join(chars)[:MAX_TEXT_CHARS]
+    """:func:`tests.fuzz.mutators.mutate_text` with this harness's tokens."""
+    return mutators.mutate_text(text, rng, pool, tokens=TEXT_TOKENS, max_chars=MAX_TEXT_CHARS)
 
 
 def mutate_payload(data: bytes, rng: random.Random, pool: tuple[bytes, ...]) -> bytes:
-    """Apply one to four (mostly one) byte or JSON-token operations to a body."""
-    buffer = bytearray(data)
-    for _ in range(rng.choice(OPERATION_COUNTS)):
-        position = rng.randint(0, len(buffer))
-        operation = rng.choice(("token", "token", "flip", "delete", "truncate", "repeat", "splice"))
-        if operation == "token":
-            buffer[position:position] = rng.choice(PAYLOAD_TOKENS)
-        elif operation == "flip" and position < len(buffer):
-            buffer[position] ^= 1 << rng.randrange(8)
-        elif operation == "delete":
-            del buffer[position : position + rng.randint(1, 8)]
-        elif operation == "truncate":
-            del buffer[position:]
-        elif operation == "repeat":
-            buffer[position:position] = buffer[position : position + rng.randint(1, 64)] * (
-                rng.randint(1, 40)
-            )
-        else:
-            other = rng.choice(pool)
-            buffer[position:] = other[rng.randint(0, len(other)) :]
-    return bytes(buffer[:MAX_PAYLOAD_BYTES])
+    """:func:`tests.fuzz.mutators.mutate_payload` with this harness's tokens."""
+    return mutators.mutate_payload(
+        data, rng, pool, tokens=PAYLOAD_TOKENS, max_bytes=MAX_PAYLOAD_BYTES
+    )
 
 
 def _identity(rng: random.Random) -> tuple[str, str | None, bool]:

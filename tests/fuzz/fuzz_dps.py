@@ -56,6 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
 
+from tests.fuzz import mutators
 from tests.vectors.load import VECTORS_DIR, expand_text
 
 from ironhub.codec.azure import is_dps_username
@@ -195,7 +196,6 @@ PAYLOAD_TOKENS = (
     b"\\ud800", b"\\u0000", b"\xff", b"\x80", b"\xc0\xaf", b"\xed\xa0\x80", b"\xef\xbb\xbf",
     b"\x00", b"[" * 20, b"{" * 10, b" ",
 )  # fmt: skip
-OPERATION_COUNTS = (1, 1, 1, 2, 3, 4)
 MAX_TEXT_CHARS = 8192
 MAX_PAYLOAD_BYTES = 2 * MAX_DPS_MESSAGE_BYTES
 
@@ -266,60 +266,15 @@ def seeds() -> Seeds:
 
 
 def mutate_text(text: str, rng: random.Random, pool: tuple[str, ...]) -> str:
-    """Apply one to four (mostly one) character or token operations to a text."""
-    chars = list(text)
-    for _ in range(rng.choice(OPERATION_COUNTS)):
-        position = rng.randint(0, len(chars))
-        operation = rng.choice(
-            ("token", "token", "delete", "set", "duplicate", "splice", "case", "encode", "levels")
-        )
-        if operation == "token":
-            chars[position:position] = list(rng.choice(TEXT_TOKENS))
-        elif operation == "delete":
-            del chars[position : position + rng.randint(1, 6)]
-        elif operation == "set" and position < len(chars):
-            chars[position] = chr(rng.choice((rng.randrange(0x20, 0x7F), rng.randrange(0x110000))))
-        elif operation == "duplicate":
-            chars[position:position] = chars[position : position + rng.randint(1, 40)]
-        elif operation == "splice":
-            other = rng.choice(pool)
-            chars[position:] = list(other[rng.randint(0, len(other)) :])
-        elif operation == "case" and position < len(chars):
-            chars[position] = chars[position].swapcase()
-        elif operation == "encode" and position < len(chars):
-            chars[position : position + 1] = list(f"%{ord(chars[position]) & 0xFF:02X}")
-        elif operation == "levels":
-            levels = "".join(chars).split("/")
-            if rng.random() < 0.5:
-                rng.shuffle(levels)
-            else:
-                levels.pop(rng.randrange(len(levels)))
-            chars = list("/".join(levels))
-    return "".join(chars)[:MAX_TEXT_CHARS]
+    """:func:`tests.fuzz.mutators.mutate_text` with this harness's tokens."""
+    return mutators.mutate_text(text, rng, pool, tokens=TEXT_TOKENS, max_chars=MAX_TEXT_CHARS)
 
 
 def mutate_payload(data: bytes, rng: random.Random, pool: tuple[bytes, ...]) -> bytes:
-    """Apply one to four (mostly one) byte or JSON-token operations to a body."""
-    buffer = bytearray(data)
-    for _ in range(rng.choice(OPERATION_COUNTS)):
-        position = rng.randint(0, len(buffer))
-        operation = rng.choice(("token", "token", "flip", "delete", "truncate", "repeat", "splice"))
-        if operation == "token":
-            buffer[position:position] = rng.choice(PAYLOAD_TOKENS)
-        elif operation == "flip" and position < len(buffer):
-            buffer[position] ^= 1 << rng.randrange(8)
-        elif operation == "delete":
-            del buffer[position : position + rng.randint(1, 8)]
-        elif operation == "truncate":
-            del buffer[position:]
-        elif operation == "repeat":
-            buffer[position:position] = buffer[position : position + rng.randint(1, 64)] * (
-                rng.randint(1, 40)
-            )
-        else:
-            other = rng.choice(pool)
-            buffer[position:] = other[rng.randint(0, len(other)) :]
-    return bytes(buffer[:MAX_PAYLOAD_BYTES])
+    """:func:`tests.fuzz.mutators.mutate_payload` with this harness's tokens."""
+    return mutators.mutate_payload(
+        data, rng, pool, tokens=PAYLOAD_TOKENS, max_bytes=MAX_PAYLOAD_BYTES
+    )
 
 
 # --- the SDK's reading of an answer (azure-iot-mqtt.md §5.3; mqtt_topic_provisioning.py) -------

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from ironhub.access.roles import Permission
 from ironhub.api._access import ACCESS_OPERATIONS
 from ironhub.api._audit import AUDIT_OPERATIONS
-from ironhub.api._http import RequestError, json_response
+from ironhub.api._http import RequestError, check_json_depth, json_response, too_deep
 from ironhub.api._provisioning import PROVISIONING_OPERATIONS
 from ironhub.api._routes import Operation, QueryParam
 from ironhub.api._tail import TailResponse, message_view
@@ -86,10 +86,6 @@ T = TypeVar("T")
 MAX_MESSAGES_PER_PAGE = 1000
 MAX_DEVICES_PER_PAGE = 1000
 _KEY_SLOTS = ("primary", "secondary")
-#: Free-form JSON members (twin patches, method payloads) nest at most this deep. The twin
-#: service applies Azure's tighter twin rule (10 levels); this bound protects the decoder and
-#: every later walk of the value from recursion, for payloads too.
-MAX_JSON_DEPTH = 32
 #: A strong entity tag of this API: the twin version in double quotes (RFC 9110 §8.8.3).
 _ETAG = re.compile(r'^"([0-9]{1,18})"$')
 #: A DNS name or IPv4 literal; nothing that could add a field to a connection string.
@@ -281,10 +277,6 @@ def _c2d(ctx: Context) -> CloudToDevice:
     return service
 
 
-def _too_deep(what: str) -> RequestError:
-    return RequestError(400, "too-deep", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels")
-
-
 async def _free_form_body(ctx: Context, kind: type[T]) -> T:
     """:meth:`Context.body` for schemas with free-form JSON members.
 
@@ -297,27 +289,7 @@ async def _free_form_body(ctx: Context, kind: type[T]) -> T:
     try:
         return await ctx.body(kind)
     except RecursionError:
-        raise _too_deep("the request body") from None
-
-
-def _check_depth(value: object, what: str) -> None:
-    """Refuse a decoded JSON value nested deeper than :data:`MAX_JSON_DEPTH` (iteratively).
-
-    Raises:
-        RequestError: 400 ``too-deep``.
-    """
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: list[object] = list(item.values())
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise _too_deep(what)
-        stack.extend((child, depth + 1) for child in children)
+        raise too_deep("the request body") from None
 
 
 def _if_match(ctx: Context, body_version: int | None) -> int | None:
@@ -615,8 +587,8 @@ async def patch_twin(ctx: Context) -> Response:
     body = await _free_form_body(ctx, TwinPatchRequest)
     if body.desired is None and body.tags is None:
         raise RequestError(400, "invalid-body", "a twin patch needs desired, tags or both")
-    _check_depth(body.desired, "desired")
-    _check_depth(body.tags, "tags")
+    check_json_depth(body.desired, "desired")
+    check_json_depth(body.tags, "tags")
     expected = _if_match(ctx, body.version)
     twin = await _twins(ctx).update(
         identity, desired=body.desired, tags=body.tags, if_version=expected
@@ -650,7 +622,7 @@ async def invoke_method(ctx: Context) -> Response:
     method_name = ctx.path_param("method_name")
     validate_method_name(method_name)
     body = await _free_form_body(ctx, InvokeMethodRequest)
-    _check_depth(body.payload, "payload")
+    check_json_depth(body.payload, "payload")
     methods = _methods(ctx)
     # Recorded before the call: once the request reaches the device it cannot be taken back.
     # The name and the timeout are checked first, so the record names a plausible request.

@@ -47,19 +47,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON_MEDIA_TYPE",
+    "MAX_JSON_DEPTH",
     "RequestError",
+    "check_json_depth",
     "decode_json",
     "error_response",
     "json_response",
     "problem_for",
     "read_body",
     "require_json_media_type",
+    "too_deep",
 ]
 
 T = TypeVar("T")
 
 JSON_MEDIA_TYPE = "application/json"
 _MAX_MESSAGE_CHARS = 300
+#: Free-form JSON members (twin patches, method payloads, initial twins) nest at most this
+#: deep. The twin service applies Azure's tighter twin rule (10 levels); this bound protects the
+#: decoder and every later walk of the value from recursion, for payloads too.
+MAX_JSON_DEPTH = 32
 #: Values that msgspec quotes in its messages (``Invalid enum value 'x'``) are replaced.
 _QUOTED = re.compile(r"'[^']*'")
 
@@ -263,6 +270,31 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     except ValueError:  # pragma: no cover - msgspec accepted it; the two parsers disagree
         raise RequestError(400, "malformed-json", "the request body is not JSON") from None
     return value
+
+
+def too_deep(what: str) -> RequestError:
+    """400 ``too-deep``: ``what`` nests JSON deeper than :data:`MAX_JSON_DEPTH`."""
+    return RequestError(400, "too-deep", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels")
+
+
+def check_json_depth(value: object, what: str) -> None:
+    """Refuse a decoded JSON value nested deeper than :data:`MAX_JSON_DEPTH` (iteratively).
+
+    Raises:
+        RequestError: 400 ``too-deep``.
+    """
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise too_deep(what)
+        stack.extend((child, depth + 1) for child in children)
 
 
 def _too_deep() -> RequestError:

@@ -35,7 +35,7 @@ from starlette.responses import Response
 
 from ironhub import pki
 from ironhub.access.roles import Permission
-from ironhub.api._http import RequestError, json_response
+from ironhub.api._http import RequestError, check_json_depth, json_response
 from ironhub.api._routes import Operation, QueryParam
 from ironhub.api.schemas import (
     CertificateDetailView,
@@ -86,9 +86,6 @@ __all__ = ["PROVISIONING_OPERATIONS"]
 #: Page sizes, as ``GET /devices``.
 MAX_PAGE = 1000
 _DEFAULT_PAGE = 100
-#: Free-form members nest at most this deep (the API's bound for twin patches and method
-#: payloads); the twin rules then apply Azure's tighter limit to the initial twin.
-MAX_JSON_DEPTH = 32
 #: RFC 2585 §4.2 names the media type of a DER CRL; PEM has no registered one, this is the
 #: type web servers commonly give ``.pem`` files.
 CRL_MEDIA_TYPE = "application/pkix-crl"
@@ -136,28 +133,6 @@ def _query_bool(ctx: Context, name: str) -> bool | None:
     if text not in ("true", "false"):
         raise _bad_query(name, "true or false")
     return text == "true"
-
-
-def _check_depth(value: object, what: str) -> None:
-    """Refuse a decoded JSON value nested deeper than :data:`MAX_JSON_DEPTH` (iteratively).
-
-    Raises:
-        RequestError: 400 ``too-deep``.
-    """
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: list[object] = list(item.values())
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise RequestError(
-                400, "too-deep", f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels"
-            )
-        stack.extend((child, depth + 1) for child in children)
 
 
 def _json_object(text: str | None) -> dict[str, Any] | None:
@@ -308,8 +283,8 @@ async def _create(
     group: bool,
     device_id: str | None = None,
 ) -> tuple[EnrollmentRecord, str | None, str | None]:
-    _check_depth(body.initial_twin, "initialTwin")
-    _check_depth(body.allocation_payload, "allocationPayload")
+    check_json_depth(body.initial_twin, "initialTwin")
+    check_json_depth(body.allocation_payload, "allocationPayload")
     created = await _provisioning(ctx).create_enrollment(
         enrollment_id,
         Attestation(body.attestation),
