@@ -111,6 +111,8 @@ class ServeInfo:
     api_url: str
     first_admin_token: str | None
     first_admin_password: str | None = None
+    #: The provisioning ID scope (devices register on the same host and port), if enabled.
+    id_scope: str | None = None
 
 
 def _url_host(host: str) -> str:
@@ -579,6 +581,11 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
         api_url=f"https://{_url_host(config.api.host)}:{api_port}",
         first_admin_token=token,
         first_admin_password=password,
+        id_scope=(
+            services.provisioning.id_scope
+            if services.provisioning is not None and services.provisioning.enabled
+            else None
+        ),
     )
     return RunningHub(services, endpoint, app, api, api_task, info)
 

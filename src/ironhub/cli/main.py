@@ -492,6 +492,11 @@ def _banner(out: Output, info: ServeInfo) -> None:
             ("CA certificate", info.ca_path),
             ("MQTT (devices)", info.mqtt),
             ("API (operators)", info.api_url),
+            *(
+                [("Provisioning (DPS)", f"{info.hostname}, ID scope {info.id_scope}")]
+                if info.id_scope
+                else []
+            ),
         ]
     )
     token = info.first_admin_token
@@ -557,6 +562,7 @@ def serve(
                     "api_url": info.api_url,
                     "first_admin_token": info.first_admin_token,
                     "first_admin_password": info.first_admin_password,
+                    "id_scope": info.id_scope,
                 }
             )
         else:
