@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -663,3 +664,32 @@ async def test_a_duplicate_serial_is_refused_and_nothing_is_handed_out(
                 await hub.services.registry.get_device("dup-2")
     certificates = await provisioning.authority.list_certificates()
     assert [c.device_id for c in certificates] == ["dup-1"]
+
+
+async def test_a_key_that_cannot_be_unsealed_admits_nobody(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(**FAST)
+    provisioning = hub.services.provisioning
+    storage = hub.services.storage
+    assert provisioning is not None
+    await provisioning.create_enrollment("good", Attestation.SYMMETRIC, group=True)
+    await provisioning.create_enrollment("tampered", Attestation.SYMMETRIC, group=True)
+    single = await provisioning.create_enrollment("solo", Attestation.SYMMETRIC, group=False)
+    assert single.primary_key is not None
+    good_key = await provisioning.compute_device_key("good", "ok-1")
+    bad_key = await provisioning.compute_device_key("tampered", "bad-1")
+    # Someone with write access to the database flips a bit of two sealed keys.
+    for enrollment_id, group in (("tampered", True), ("solo", False)):
+        record = await storage.get_enrollment(enrollment_id, group=group)
+        assert record is not None and record.primary_key_sealed is not None
+        blob = bytearray(record.primary_key_sealed)
+        blob[-1] ^= 1
+        await storage.update_enrollment(
+            dataclasses.replace(record, primary_key_sealed=bytes(blob), version=record.version + 1),
+            expected_version=record.version,
+        )
+    for rid, key in (("bad-1", bad_key), ("solo", single.primary_key)):
+        with pytest.raises(ConnectRefused):
+            await _dps(hub, rid, key=base64.b64decode(key))
+    client = await _dps(hub, "ok-1", key=base64.b64decode(good_key))  # the others still work
+    assert (await client.register()).body["status"] == "assigned"
+    await client.close()

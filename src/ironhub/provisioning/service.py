@@ -51,8 +51,8 @@ from ironhub.errors import (
     AuthenticationError,
     CertificateRequestError,
     ConflictError,
-    IronhubError,
     NotFoundError,
+    SealingError,
     StorageError,
     ThrottledError,
     TrustError,
@@ -738,7 +738,12 @@ class ProvisioningService:
             # An individual enrollment takes precedence over every group (as in Azure).
             if enrollment.attestation is not Attestation.SYMMETRIC:
                 raise AuthenticationError("wrong-attestation")
-            keys = self._unseal_keys(enrollment)
+            try:
+                keys = self._unseal_keys(enrollment)
+            except SealingError:
+                # Fail closed: a key we cannot open authenticates nobody.
+                logger.exception("cannot unseal enrollment keys id=%s", registration_id)
+                raise AuthenticationError("key-unavailable") from None
             dps.verify_dps_token(
                 token, id_scope=self.id_scope, registration_id=registration_id, keys=keys, now=now
             )
@@ -810,11 +815,15 @@ class ProvisioningService:
     async def _load_symmetric_groups(self) -> list[_SymmetricGroup]:
         groups = self._symmetric_groups
         if groups is None:
-            groups = [
-                _SymmetricGroup(record.enrollment_id, self._unseal_keys(record))
-                async for record in self._all_enrollments(group=True)
-                if record.attestation is Attestation.SYMMETRIC
-            ]
+            groups = []
+            async for record in self._all_enrollments(group=True):
+                if record.attestation is not Attestation.SYMMETRIC:
+                    continue
+                try:
+                    groups.append(_SymmetricGroup(record.enrollment_id, self._unseal_keys(record)))
+                except SealingError:
+                    # That group admits nobody (fail closed); the others keep working.
+                    logger.exception("cannot unseal group keys group=%s", record.enrollment_id)
             self._symmetric_groups = groups
         return groups
 
@@ -895,7 +904,9 @@ class ProvisioningService:
             outcome = "refused" if refused.status == "disabled" else "failed"
             reason = refused.message
             state = self._failed_state(registration_id, refused)
-        except (StorageError, TrustError, IronhubError) as exc:
+        except Exception as exc:
+            # Storage, signing (an HSM gone) or a bug: the device still gets an answer, and
+            # nothing half-made is reported as assigned.
             logger.exception("provisioning failed registration_id=%s", registration_id)
             outcome, reason = "failed", type(exc).__name__
             state = self._failed_state(
