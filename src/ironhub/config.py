@@ -37,6 +37,7 @@ __all__ = [
     "KeysConfig",
     "LimitsConfig",
     "MQTTConfig",
+    "MonitorConfig",
     "ProvisioningConfig",
     "StorageConfig",
     "load_config",
@@ -228,6 +229,36 @@ class KeysConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """Security monitoring and response (issue 6; docs/security-events.md)."""
+
+    #: Whether the monitor runs at all.
+    enabled: bool = True
+    #: Alert type to response actions: ``"type:action,action; ..."`` with actions
+    #: ``quarantine``, ``disable``, ``revoke``, ``notify`` (see ironhub.monitor.alerts).
+    playbooks: str = (
+        "tamper:quarantine,notify; malware-detected:quarantine,notify; masquerade:quarantine,notify"
+    )
+    #: After an alert is resolved, the same type and device stay quiet this long.
+    suppression_seconds: float = 600.0
+    #: Alerts are appended here as JSON lines (``notify``); empty: no file.
+    alert_file: str = ""
+    #: Alerts are POSTed here as JSON (``notify``), signed with HMAC-SHA256 of the body under
+    #: the key in ``webhook_secret_file`` (header ``X-Ironhub-Signature: sha256=<hex>``) and
+    #: retried with exponential backoff. Empty: no webhook.
+    webhook_url: str = ""
+    webhook_secret_file: str = ""
+    #: A CA bundle (PEM) to trust for the webhook's server certificate instead of the
+    #: system's (a private receiver); empty: the system trust store.
+    webhook_ca_file: str = ""
+    webhook_attempts: int = 5
+    #: Detector state is saved this often (and at stop), so a restart continues from it.
+    snapshot_interval_seconds: float = 5.0
+    #: Time-driven detectors (a silent security stream) are woken this often.
+    tick_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class HubConfig:
     """Everything one hub process needs to know."""
 
@@ -243,6 +274,7 @@ class HubConfig:
     access: AccessConfig = field(default_factory=AccessConfig)
     provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
     keys: KeysConfig = field(default_factory=KeysConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     @property
     def hostname(self) -> str:
@@ -265,6 +297,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "access": AccessConfig,
     "provisioning": ProvisioningConfig,
     "keys": KeysConfig,
+    "monitor": MonitorConfig,
 }
 
 

@@ -70,6 +70,7 @@ from ironhub.hub.methods import MethodService
 from ironhub.hub.tls import ServerTLSFiles, build_server_context
 from ironhub.hub.twins import TwinService
 from ironhub.metrics import Metrics
+from ironhub.monitor.service import MonitorService
 from ironhub.provisioning.authority import DeviceAuthority
 from ironhub.provisioning.service import ProvisioningService
 from ironhub.registry.service import Registry
@@ -281,6 +282,14 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         # Refuses a log that does not verify: the hub does not start on it (fail closed).
         await audit.open()
         await authority.open()
+        # Built here: a bad playbook or webhook setting refuses the start (ConfigError).
+        monitor = (
+            MonitorService(
+                storage, log, registry, clock, config.monitor, audit=audit, authority=authority
+            )
+            if config.monitor.enabled
+            else None
+        )
     except BaseException:
         await log.close()
         await storage.close()
@@ -331,6 +340,7 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
             audit=audit,
         ),
         keys=keys,
+        monitor=monitor,
     )
 
 
@@ -496,6 +506,8 @@ class RunningHub:
         await self.endpoint.stop()
         if self.services.c2d is not None:
             await self.services.c2d.stop()
+        if self.services.monitor is not None:
+            await self.services.monitor.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(self.api_task, timeout=10)
         with contextlib.suppress(IronhubError):
@@ -544,6 +556,8 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
     await endpoint.start()
     if services.c2d is not None:
         services.c2d.start()
+    if services.monitor is not None:
+        await services.monitor.start()
 
     app = create_app(services)
     api_config = uvicorn.Config(
@@ -566,6 +580,8 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
             await endpoint.stop()
             if services.c2d is not None:
                 await services.c2d.stop()
+            if services.monitor is not None:
+                await services.monitor.stop()
             await _close_services(services)
             api_task.result()
             raise ConfigError(f"the API could not listen on {config.api.host}:{config.api.port}")

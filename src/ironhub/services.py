@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ironhub.hub.methods import MethodService
     from ironhub.hub.twins import TwinService
     from ironhub.metrics import Metrics
+    from ironhub.monitor.service import MonitorService
     from ironhub.provisioning.service import ProvisioningService
     from ironhub.registry.service import Registry
     from ironhub.storage.interfaces import Storage
@@ -67,5 +68,6 @@ class Services:
     c2d: CloudToDevice | None = None
     operators: OperatorService | None = None
     provisioning: ProvisioningService | None = None
+    monitor: MonitorService | None = None
     #: The key custody (file or PKCS#11 token), closed with the services.
     keys: KeyMaterial | None = None

@@ -218,6 +218,8 @@ REPRESENTATIVE: dict[Permission, tuple[str, str, Any]] = {
     P.PROVISIONING_READ: ("GET", "/provisioning/enrollments", None),
     P.PROVISIONING_WRITE: ("DELETE", "/provisioning/claim-tokens/ct_none", None),
     P.CERTIFICATES_REVOKE: ("POST", "/certificates/ABC/revoke", {}),
+    P.ALERTS_READ: ("GET", "/alerts", None),
+    P.ALERTS_MANAGE: ("POST", "/alerts/al_none/ack", {}),
     P.ACCOUNT_SELF: ("POST", "/logout", None),
 }
 HUMAN_ROLES = (Role.VIEWER, Role.OPERATOR, Role.SECURITY_ADMIN, Role.ADMIN)

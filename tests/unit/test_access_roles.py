@@ -35,6 +35,7 @@ VIEWER = {
     P.AUDIT_READ,
     P.METRICS_READ,
     P.PROVISIONING_READ,
+    P.ALERTS_READ,
     P.ACCOUNT_SELF,
 }
 #: What every role for people holds besides reads: its own account.
@@ -44,7 +45,14 @@ SELF = frozenset({P.ACCOUNT_SELF})
 EXPECTED: dict[Role, set[Permission]] = {
     Role.VIEWER: VIEWER,
     Role.OPERATOR: VIEWER
-    | {P.TWINS_WRITE, P.METHODS_INVOKE, P.C2D_SEND, P.DEVICES_STATE, P.CERTIFICATES_REVOKE},
+    | {
+        P.TWINS_WRITE,
+        P.METHODS_INVOKE,
+        P.C2D_SEND,
+        P.DEVICES_STATE,
+        P.CERTIFICATES_REVOKE,
+        P.ALERTS_MANAGE,
+    },
     Role.SECURITY_ADMIN: VIEWER
     | {
         P.AUDIT_EXPORT,
@@ -52,6 +60,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.TOKENS_MANAGE,
         P.CAS_MANAGE,
         P.CERTIFICATES_REVOKE,
+        P.ALERTS_MANAGE,
     },
     Role.ADMIN: set(Permission),
     Role.REGISTRY_READ: {P.DEVICES_READ},
@@ -103,6 +112,8 @@ def test_permission_names_are_stable() -> None:
         "provisioning:read",
         "provisioning:write",
         "certificates:revoke",
+        "alerts:read",
+        "alerts:manage",
         "service:connect",
         "device:connect",
         "account:self",
@@ -222,6 +233,7 @@ def test_writes_come_with_the_matching_read() -> None:
         (P.CAS_MANAGE, P.CAS_READ),
         (P.PROVISIONING_WRITE, P.PROVISIONING_READ),
         (P.CERTIFICATES_REVOKE, P.PROVISIONING_READ),
+        (P.ALERTS_MANAGE, P.ALERTS_READ),
     ]
     for role in Role:
         granted = ROLE_PERMISSIONS[role]
@@ -358,8 +370,9 @@ def test_security_admin_cannot_mint_admins_or_operators() -> None:
 def test_grant_refusal_names_the_first_missing_permission() -> None:
     with pytest.raises(AuthorizationError) as exc:
         require_grantable(ROLE_PERMISSIONS[Role.VIEWER], ["operator"])
-    # The missing permissions are c2d:send, devices:state, methods:invoke, twins:write.
-    assert str(exc.value) == "granting role 'operator' needs permission 'c2d:send'"
+    # The missing permissions, in order: alerts:manage, c2d:send, certificates:revoke,
+    # devices:state, methods:invoke, twins:write.
+    assert str(exc.value) == "granting role 'operator' needs permission 'alerts:manage'"
 
 
 def test_granting_unknown_roles_is_an_error_not_a_no_op() -> None:
@@ -467,6 +480,13 @@ ROUTE_PERMISSIONS: dict[str, Permission | None] = {
     # Public: relying parties fetch the CRL and its CA without an account (serials only).
     "showCRL": None,
     "showDeviceCA": None,
+    "listAlerts": P.ALERTS_READ,
+    "showAlert": P.ALERTS_READ,
+    "acknowledgeAlert": P.ALERTS_MANAGE,
+    "resolveAlert": P.ALERTS_MANAGE,
+    # Ending a quarantine turns a device's telemetry back on: a change of device state.
+    "releaseDevice": P.DEVICES_STATE,
+    "releaseModule": P.DEVICES_STATE,
 }
 
 

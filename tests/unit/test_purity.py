@@ -29,6 +29,9 @@ PURE = (
     SRC / "access" / "policy.py",
     SRC / "access" / "roles.py",
     SRC / "access" / "_common_passwords.py",
+    SRC / "monitor" / "detectors.py",
+    SRC / "monitor" / "events.py",
+    SRC / "monitor" / "model.py",
 )
 
 # Each entry forbids the module and its submodules.

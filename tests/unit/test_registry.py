@@ -616,3 +616,23 @@ async def test_module_of_a_device_deleted_meanwhile_is_refused(
     with pytest.raises(NotFoundError):
         await registry.create_module("d", "m")
     assert await storage.get_device("d/m") is None
+
+
+async def test_quarantine_reaches_modules_and_release_spares_their_own_quarantine(
+    registry: Registry, changes: list[DeviceChange]
+) -> None:
+    await registry.create_device("dev")
+    await registry.create_module("dev", "a")
+    await registry.create_module("dev", "b")
+    await registry.set_state("dev/b", DeviceState.QUARANTINED)  # on its own account
+    changes.clear()
+    await registry.set_state("dev", DeviceState.QUARANTINED)
+    assert [(c.device_id, c.reason) for c in changes] == [
+        ("dev", "quarantined"),
+        ("dev/a", "quarantined"),
+        ("dev/b", "quarantined"),
+    ]
+    changes.clear()
+    await registry.set_state("dev", DeviceState.ENABLED)
+    # dev/b stays quarantined: nobody tells its session otherwise.
+    assert [(c.device_id, c.reason) for c in changes] == [("dev", "enabled"), ("dev/a", "enabled")]

@@ -1,9 +1,10 @@
-"""SQLite schema migration: a database written by an earlier release (schema version 1, or 4
-before provisioning) is upgraded in place at open, in one transaction, and keeps everything it
-held; a database of a newer release is refused."""
+"""SQLite schema migration: a database written by an earlier release (schema version 1, 4
+before provisioning, or 5 before security monitoring) is upgraded in place at open, in one
+transaction, and keeps everything it held; a database of a newer release is refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import sqlite3
@@ -16,8 +17,11 @@ from ironhub.clock import FakeClock
 from ironhub.config import StorageConfig
 from ironhub.errors import CorruptDatabaseError, StorageError
 from ironhub.storage.interfaces import (
+    AlertRecord,
+    AlertState,
     Attestation,
     AuthKind,
+    CARecord,
     ClaimOutcome,
     ClaimTokenRecord,
     CloudMessage,
@@ -28,6 +32,7 @@ from ironhub.storage.interfaces import (
     LogEntry,
     OperatorRecord,
     RegistrationRecord,
+    ReprovisionPolicy,
     SessionRecord,
     StoredMessage,
     Stream,
@@ -180,7 +185,7 @@ async def open_storage(path: Path) -> SQLiteStorage:
 async def test_version_1_database_is_migrated_and_keeps_its_data(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     path = tmp_path / "hub.db"
     make_v1_database(path)
     assert header(path) == (1, APPLICATION_ID, "1")
@@ -188,7 +193,7 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
     assert "migrated database schema" in caplog.text
-    assert "from_version=1 to_version=5" in caplog.text
+    assert "from_version=1 to_version=6" in caplog.text
 
     # The old data survived.
     assert await storage.get_device("old-dev") == DEVICE
@@ -222,8 +227,16 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     assert await storage.list_cloud_messages("old-dev") == []
     await storage.close()
 
-    assert header(path) == (5, APPLICATION_ID, "5")
-    assert {"twins", "sessions", "cloud_messages", "operators", "enrollments"} <= tables(path)
+    assert header(path) == (6, APPLICATION_ID, "6")
+    assert {
+        "twins",
+        "sessions",
+        "cloud_messages",
+        "operators",
+        "enrollments",
+        "alerts",
+        "monitor_state",
+    } <= tables(path)
 
 
 async def test_version_1_tokens_become_role_lists_that_expire(tmp_path: Path) -> None:
@@ -289,7 +302,7 @@ async def test_version_1_database_left_by_a_crash_is_migrated(tmp_path: Path) ->
     assert await storage.get_device("old-dev") == DEVICE
     assert await storage.last_seq() == 3
     await storage.close()
-    assert header(copy / "hub.db")[0] == 5
+    assert header(copy / "hub.db")[0] == 6
 
 
 async def test_failed_migration_leaves_version_1_untouched(tmp_path: Path) -> None:
@@ -350,12 +363,12 @@ async def test_migration_notices_a_concurrent_migration(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _migrate(conn, path, 1)
-        assert header(path) == (5, APPLICATION_ID, "5")
+        assert header(path) == (6, APPLICATION_ID, "6")
         _migrate(conn, path, 1)  # would fail with "table twins already exists" if repeated
         assert not conn.in_transaction
     finally:
         conn.close()
-    assert header(path) == (5, APPLICATION_ID, "5")
+    assert header(path) == (6, APPLICATION_ID, "6")
 
 
 async def test_migration_refuses_a_version_that_changed_under_it(tmp_path: Path) -> None:
@@ -373,9 +386,9 @@ async def test_migration_refuses_a_version_that_changed_under_it(tmp_path: Path)
 
 # --- version 4 (before provisioning) -> 5 ------------------------------------------------------
 
-#: The schema exactly as the release of schema version 4 created a fresh database (read back
+#: The tables exactly as the release of schema version 4 created a fresh database (read back
 #: from ``sqlite_master``; ``sqlite_sequence`` is SQLite's own). Copied, not imported.
-SCHEMA_V4 = """
+TABLES_V4 = """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -472,13 +485,22 @@ CREATE TABLE operators (
     created_at REAL NOT NULL,
     version INTEGER NOT NULL
 ) WITHOUT ROWID;
+"""
+
+
+def identify(version: int) -> str:
+    """What every release wrote after its tables: the meta rows and the header fields."""
+    return f"""
 INSERT INTO meta (key, value) VALUES
     ('application', 'ironhub'),
-    ('schema_version', '4'),
+    ('schema_version', '{version}'),
     ('tokens_created', '0');
 PRAGMA application_id = 1230129218;
-PRAGMA user_version = 4;
+PRAGMA user_version = {version};
 """
+
+
+SCHEMA_V4 = TABLES_V4 + identify(4)
 
 V4_DEVICE = DeviceRecord(
     device_id="thumb-dev",
@@ -530,70 +552,75 @@ def make_v4_database(path: Path) -> None:
         conn.executescript(SCHEMA_V4)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN")
-        conn.execute(
-            "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                "thumb-dev",
-                "x509-thumbprint",
-                "disabled",
-                10.0,
-                20.0,
-                2,
-                None,
-                None,
-                "AB" * 32,
-                None,
-                msgspec.json.encode(V4_DEVICE.certificates_pem).decode(),
-            ),
-        )
-        conn.execute(
-            "INSERT INTO tokens VALUES ('t1', 'alice-session', ?, 'admin,viewer', 1.0, 99.0, 0,"
-            " 'session', 'alice', 5.0, 1)",
-            (b"s" * 32,),
-        )
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'tokens_created'")
-        conn.execute(
-            "INSERT INTO operators VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                "alice",
-                V4_OPERATOR.password_hash,
-                2.0,
-                0,
-                '["$argon2id$old"]',
-                b"\x01totp",
-                None,
-                12345,
-                "admin",
-                0,
-                '["10.0.0.0/8"]',
-                '["10.1.0.0/16"]',
-                3.0,
-                1.0,
-                4,
-            ),
-        )
-        conn.execute(
-            "INSERT INTO twins VALUES ('thumb-dev', '{\"floor\":2}', '{\"rate\":5}', 3,"
-            ' \'{"fw":"1.0"}\', 2, 6, 30.0)'
-        )
-        conn.execute(
-            "INSERT INTO sessions VALUES ('thumb-dev', ?, 3, 9.0)",
-            ('[["devices/thumb-dev/messages/devicebound/#",1]]',),
-        )
-        conn.execute(
-            "INSERT INTO cloud_messages VALUES (1, 'thumb-dev', NULL, 40.0, 4000.0, ?, ?, 1)",
-            (msgspec.msgpack.encode(V4_CLOUD.properties), b"c2d"),
-        )
-        conn.executemany("INSERT INTO audit_records VALUES (?, ?, ?)", V4_AUDIT)
-        conn.execute("INSERT INTO audit_checkpoints VALUES (2, '{\"tree_size\":2}')")
-        conn.executemany(
-            "INSERT INTO messages VALUES (?, 'security', 'thumb-dev', ?, NULL, ?, NULL, NULL)",
-            [(seq, 100.0 + seq, f"m{seq}".encode()) for seq in range(1, 4)],
-        )
+        write_v4_rows(conn)
         conn.execute("COMMIT")
     finally:
         conn.close()
     path.chmod(0o600)
+
+
+def write_v4_rows(conn: sqlite3.Connection) -> None:
+    """One row in every table of version 4 but ``cas``, as that release wrote them."""
+    conn.execute(
+        "INSERT INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            "thumb-dev",
+            "x509-thumbprint",
+            "disabled",
+            10.0,
+            20.0,
+            2,
+            None,
+            None,
+            "AB" * 32,
+            None,
+            msgspec.json.encode(V4_DEVICE.certificates_pem).decode(),
+        ),
+    )
+    conn.execute(
+        "INSERT INTO tokens VALUES ('t1', 'alice-session', ?, 'admin,viewer', 1.0, 99.0, 0,"
+        " 'session', 'alice', 5.0, 1)",
+        (b"s" * 32,),
+    )
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'tokens_created'")
+    conn.execute(
+        "INSERT INTO operators VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            "alice",
+            V4_OPERATOR.password_hash,
+            2.0,
+            0,
+            '["$argon2id$old"]',
+            b"\x01totp",
+            None,
+            12345,
+            "admin",
+            0,
+            '["10.0.0.0/8"]',
+            '["10.1.0.0/16"]',
+            3.0,
+            1.0,
+            4,
+        ),
+    )
+    conn.execute(
+        "INSERT INTO twins VALUES ('thumb-dev', '{\"floor\":2}', '{\"rate\":5}', 3,"
+        ' \'{"fw":"1.0"}\', 2, 6, 30.0)'
+    )
+    conn.execute(
+        "INSERT INTO sessions VALUES ('thumb-dev', ?, 3, 9.0)",
+        ('[["devices/thumb-dev/messages/devicebound/#",1]]',),
+    )
+    conn.execute(
+        "INSERT INTO cloud_messages VALUES (1, 'thumb-dev', NULL, 40.0, 4000.0, ?, ?, 1)",
+        (msgspec.msgpack.encode(V4_CLOUD.properties), b"c2d"),
+    )
+    conn.executemany("INSERT INTO audit_records VALUES (?, ?, ?)", V4_AUDIT)
+    conn.execute("INSERT INTO audit_checkpoints VALUES (2, '{\"tree_size\":2}')")
+    conn.executemany(
+        "INSERT INTO messages VALUES (?, 'security', 'thumb-dev', ?, NULL, ?, NULL, NULL)",
+        [(seq, 100.0 + seq, f"m{seq}".encode()) for seq in range(1, 4)],
+    )
 
 
 def schema_sql(path: Path) -> dict[str, str]:
@@ -620,7 +647,7 @@ async def test_version_4_database_is_migrated_and_keeps_its_data(
 
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
-    assert "from_version=4 to_version=5" in caplog.text
+    assert "from_version=4 to_version=6" in caplog.text
     try:
         # Everything version 4 held is intact.
         assert await storage.get_device("thumb-dev") == V4_DEVICE
@@ -658,45 +685,14 @@ async def test_version_4_database_is_migrated_and_keeps_its_data(
         assert await storage.revoke_certificate("0A", 3.0, "keyCompromise") is not None
         await storage.put_crl(1, b"crl")
         assert await storage.get_crl() == (1, b"crl")
+        # So do the monitoring tables.
+        assert await storage.list_alerts() == []
+        assert await storage.get_monitor_state("cursor") is None
         # And the old parts still write.
         assert await storage.append(LogEntry(Stream.SECURITY, "thumb-dev", 31.0, b"m4")) == 4
     finally:
         await storage.close()
-    assert header(path) == (5, APPLICATION_ID, "5")
-
-
-async def test_fresh_database_is_created_at_version_5_with_the_migrated_schema(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    migrated = tmp_path / "migrated.db"
-    make_v4_database(migrated)
-    version_4 = schema_sql(migrated)
-    await (await open_storage(migrated)).close()
-    caplog.clear()
-    fresh = tmp_path / "fresh.db"
-    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
-        await (await open_storage(fresh)).close()
-    # Created at version 5 directly: nothing to migrate.
-    assert "created database" in caplog.text
-    assert "schema_version=5" in caplog.text
-    assert "migrated" not in caplog.text
-    assert header(fresh) == (5, APPLICATION_ID, "5")
-    # Both paths define the version 5 tables and indexes identically.
-    fresh_sql, migrated_sql = schema_sql(fresh), schema_sql(migrated)
-    added = set(fresh_sql) - set(version_4)
-    assert added == {
-        "enrollments",
-        "registrations",
-        "registrations_by_enrollment",
-        "claim_tokens",
-        "claim_tokens_by_group",
-        "certificates",
-        "certificates_by_device",
-        "certificates_revoked",
-        "crl",
-    }
-    assert {name: fresh_sql[name] for name in added} == {name: migrated_sql[name] for name in added}
-    assert set(migrated_sql) == set(fresh_sql)
+    assert header(path) == (6, APPLICATION_ID, "6")
 
 
 async def test_failed_migration_leaves_version_4_untouched(tmp_path: Path) -> None:
@@ -731,12 +727,349 @@ async def test_damaged_version_4_database_is_refused_not_migrated(tmp_path: Path
     assert "enrollments" not in tables(path)
 
 
+async def test_failed_migration_from_version_4_rolls_back_every_step(tmp_path: Path) -> None:
+    # The step to version 5 succeeds, the step to 6 fails (a foreign table of that name): the
+    # file stays version 4 as a whole, without the provisioning tables of the first step.
+    path = tmp_path / "hub.db"
+    make_v4_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE monitor_state (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError):
+        await open_storage(path)
+    assert header(path) == (4, APPLICATION_ID, "4")
+    assert not {"enrollments", "crl", "alerts"} & tables(path)
+
+
+# --- version 5 (before security monitoring) -> 6 -----------------------------------------------
+
+#: What the release of schema version 5 created after the version 4 tables (read back from
+#: ``sqlite_master``). Copied, not imported.
+TABLES_V5_ADDED = """
+CREATE TABLE enrollments (
+    grp INTEGER NOT NULL CHECK (grp IN (0, 1)),
+    enrollment_id TEXT NOT NULL,
+    attestation TEXT NOT NULL,
+    enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    primary_key_sealed BLOB,
+    secondary_key_sealed BLOB,
+    certificates_pem TEXT NOT NULL,
+    device_id TEXT,
+    initial_twin TEXT NOT NULL,
+    allocation_payload TEXT,
+    reprovision TEXT NOT NULL,
+    PRIMARY KEY (grp, enrollment_id)
+) WITHOUT ROWID;
+CREATE TABLE registrations (
+    registration_id TEXT PRIMARY KEY,
+    enrollment_id TEXT NOT NULL,
+    grp INTEGER NOT NULL CHECK (grp IN (0, 1)),
+    device_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    substatus TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    error_code INTEGER,
+    error_message TEXT,
+    certificate_serial TEXT
+) WITHOUT ROWID;
+CREATE INDEX registrations_by_enrollment ON registrations (grp, enrollment_id);
+CREATE TABLE claim_tokens (
+    token_id TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    max_uses INTEGER NOT NULL,
+    uses INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+) WITHOUT ROWID;
+CREATE INDEX claim_tokens_by_group ON claim_tokens (group_id, created_at);
+CREATE TABLE certificates (
+    serial TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    registration_id TEXT NOT NULL,
+    thumbprint TEXT NOT NULL,
+    not_before REAL NOT NULL,
+    not_after REAL NOT NULL,
+    issued_at REAL NOT NULL,
+    pem TEXT NOT NULL,
+    revoked_at REAL,
+    revocation_reason TEXT
+) WITHOUT ROWID;
+CREATE INDEX certificates_by_device ON certificates (device_id);
+CREATE INDEX certificates_revoked ON certificates (revoked_at) WHERE revoked_at IS NOT NULL;
+CREATE TABLE crl (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    number INTEGER NOT NULL,
+    der BLOB NOT NULL
+);
+"""
+SCHEMA_V5 = TABLES_V4 + TABLES_V5_ADDED + identify(5)
+#: The tables and indexes version 6 adds.
+ADDED_IN_V6 = {"alerts", "alerts_by_key", "alerts_unresolved", "alerts_by_device", "monitor_state"}
+
+V5_PEM = "-----BEGIN CERTIFICATE-----\nQkJC\n-----END CERTIFICATE-----\n"
+V5_CA = CARecord("EF" * 32, "CN=factory root", V5_PEM, 5.0)
+V5_GROUP = EnrollmentRecord(
+    enrollment_id="grp-1",
+    group=True,
+    attestation=Attestation.SYMMETRIC,
+    enabled=True,
+    created_at=1.0,
+    updated_at=2.0,
+    version=3,
+    primary_key_sealed=b"\x01grp-primary",
+    secondary_key_sealed=b"\x01grp-secondary",
+    initial_twin='{"tags":{"floor":2}}',
+    allocation_payload='{"region":"eu"}',
+    reprovision=ReprovisionPolicy.RESET_TWIN,
+)
+V5_REGISTRATION = RegistrationRecord(
+    "dev-new",
+    "grp-1",
+    True,
+    "dev-new",
+    "assigned",
+    "initialAssignment",
+    3.0,
+    4.0,
+    2,
+    None,
+    None,
+    "0A",
+)
+V5_CLAIM = ClaimTokenRecord("ct-1", "grp-1", b"c" * 32, 5, 1, 3.0, 500.0, "alice")
+V5_CERTIFICATE = IssuedCertificateRecord(
+    "0A", "dev-new", "dev-new", "CD" * 32, 1.0, 9.0, 2.0, V5_PEM, 6.0, "keyCompromise"
+)
+
+
+def make_v5_database(path: Path) -> None:
+    """A database as the release of schema version 5 left it, holding one row in every table."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(SCHEMA_V5)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN")
+        write_v4_rows(conn)
+        conn.execute("INSERT INTO cas VALUES (?, 'CN=factory root', ?, 5.0)", ("EF" * 32, V5_PEM))
+        conn.execute(
+            "INSERT INTO enrollments VALUES (1, 'grp-1', 'symmetric', 1, 1.0, 2.0, 3, ?, ?, '[]',"
+            " NULL, ?, ?, 'reset-twin')",
+            (b"\x01grp-primary", b"\x01grp-secondary", '{"tags":{"floor":2}}', '{"region":"eu"}'),
+        )
+        conn.execute(
+            "INSERT INTO registrations VALUES ('dev-new', 'grp-1', 1, 'dev-new', 'assigned',"
+            " 'initialAssignment', 3.0, 4.0, 2, NULL, NULL, '0A')"
+        )
+        conn.execute(
+            "INSERT INTO claim_tokens VALUES ('ct-1', 'grp-1', ?, 5, 1, 3.0, 500.0, 'alice', 0)",
+            (b"c" * 32,),
+        )
+        conn.execute(
+            "INSERT INTO certificates VALUES ('0A', 'dev-new', 'dev-new', ?, 1.0, 9.0, 2.0, ?,"
+            " 6.0, 'keyCompromise')",
+            ("CD" * 32, V5_PEM),
+        )
+        conn.execute("INSERT INTO crl VALUES (1, 2, ?)", (b"\x30crl-2",))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    path.chmod(0o600)
+
+
+def row_counts(path: Path) -> dict[str, int]:
+    """How many rows each table holds (SQLite's own ``sqlite_sequence`` aside)."""
+    conn = sqlite3.connect(path)
+    try:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'sqlite_sequence'"
+            )
+        ]
+        return {
+            name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in names
+        }
+    finally:
+        conn.close()
+
+
+async def test_version_5_database_is_migrated_and_keeps_its_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "hub.db"
+    make_v5_database(path)
+    assert header(path) == (5, APPLICATION_ID, "5")
+    before = row_counts(path)
+    assert min(before.values()) >= 1  # one of everything
+    assert not {"alerts", "monitor_state"} & tables(path)
+
+    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
+        storage = await open_storage(path)
+    assert "from_version=5 to_version=6" in caplog.text
+    try:
+        # Everything version 5 held is intact.
+        assert await storage.get_device("thumb-dev") == V4_DEVICE
+        assert await storage.list_cas() == [V5_CA]
+        assert await storage.list_tokens() == [V4_TOKEN]
+        assert await storage.count_tokens() == 1
+        assert await storage.list_operators() == [V4_OPERATOR]
+        assert await storage.get_twin("thumb-dev") == V4_TWIN
+        assert await storage.get_session("thumb-dev") == V4_SESSION
+        assert await storage.list_cloud_messages("thumb-dev") == [V4_CLOUD]
+        assert await storage.read_audit() == V4_AUDIT
+        assert await storage.audit_checkpoints() == [(2, '{"tree_size":2}')]
+        assert [m.payload for m in await storage.query_messages()] == [b"m1", b"m2", b"m3"]
+        assert await storage.get_enrollment("grp-1", group=True) == V5_GROUP
+        assert await storage.get_registration("dev-new") == V5_REGISTRATION
+        assert await storage.list_claim_tokens() == [V5_CLAIM]
+        assert await storage.get_certificate("0A") == V5_CERTIFICATE
+        assert await storage.list_revoked_certificates() == [V5_CERTIFICATE]
+        assert await storage.get_crl() == (2, b"\x30crl-2")
+
+        # The monitoring tables start empty and work.
+        assert await storage.list_alerts() == []
+        assert await storage.find_alert("tamper", "thumb-dev") is None
+        assert await storage.get_monitor_state("cursor") is None
+        raised = AlertRecord(
+            "al-1",
+            "tamper",
+            "high",
+            "thumb-dev",
+            "tamper",
+            "opened",
+            AlertState.OPEN,
+            7.0,
+            7.0,
+            7.0,
+        )
+        about_nobody = dataclasses.replace(raised, alert_id="al-2", device_id=None)
+        await storage.insert_alert(raised)
+        await storage.insert_alert(about_nobody)
+        acknowledged = dataclasses.replace(
+            raised, state=AlertState.ACKNOWLEDGED, acknowledged_by="alice", version=2
+        )
+        await storage.update_alert(acknowledged, expected_version=1)
+        assert await storage.find_alert("tamper", "thumb-dev") == acknowledged
+        assert await storage.find_alert("tamper", None) == about_nobody
+        assert await storage.list_alerts(device_id="thumb-dev") == [acknowledged]
+        await storage.put_monitor_state("cursor", "3")
+        assert await storage.get_monitor_state("cursor") == "3"
+        # A device written by version 5 can be quarantined, and read back as such.
+        quarantined = dataclasses.replace(V4_DEVICE, state=DeviceState.QUARANTINED, version=3)
+        await storage.update_device(quarantined, expected_version=2)
+        assert await storage.get_device("thumb-dev") == quarantined
+        # And the old parts still write.
+        outcome, _ = await storage.consume_claim_token(b"c" * 32, 4.0)
+        assert outcome is ClaimOutcome.OK
+        await storage.put_crl(3, b"\x30crl-3")
+        assert await storage.append(LogEntry(Stream.SECURITY, "thumb-dev", 31.0, b"m4")) == 4
+    finally:
+        await storage.close()
+    assert header(path) == (6, APPLICATION_ID, "6")
+    after = row_counts(path)
+    assert after == {**before, "alerts": 2, "monitor_state": 1, "messages": 4}
+
+    # Once is enough: the next start finds version 6 and what was written.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
+        storage = await open_storage(path)
+    try:
+        assert "migrated" not in caplog.text
+        assert await storage.get_device("thumb-dev") == quarantined
+        assert await storage.get_alert("al-1") == acknowledged
+        assert await storage.get_monitor_state("cursor") == "3"
+    finally:
+        await storage.close()
+
+
+async def test_fresh_database_is_created_at_version_6_with_the_migrated_schema(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from_4, from_5 = tmp_path / "from-4.db", tmp_path / "from-5.db"
+    make_v4_database(from_4)
+    make_v5_database(from_5)
+    version_4, version_5 = schema_sql(from_4), schema_sql(from_5)
+    await (await open_storage(from_4)).close()
+    await (await open_storage(from_5)).close()
+    caplog.clear()
+    fresh = tmp_path / "fresh.db"
+    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
+        await (await open_storage(fresh)).close()
+    # Created at version 6 directly: nothing to migrate.
+    assert "created database" in caplog.text
+    assert "schema_version=6" in caplog.text
+    assert "migrated" not in caplog.text
+    assert header(fresh) == (6, APPLICATION_ID, "6")
+    # All three paths define every table and index identically.
+    fresh_sql = schema_sql(fresh)
+    assert schema_sql(from_4) == fresh_sql
+    assert schema_sql(from_5) == fresh_sql
+    assert set(fresh_sql) - set(version_5) == ADDED_IN_V6
+    assert set(fresh_sql) - set(version_4) == ADDED_IN_V6 | {
+        "enrollments",
+        "registrations",
+        "registrations_by_enrollment",
+        "claim_tokens",
+        "claim_tokens_by_group",
+        "certificates",
+        "certificates_by_device",
+        "certificates_revoked",
+        "crl",
+    }
+    # The copy of version 5 above is what this code builds, less what version 6 added.
+    assert {name: sql for name, sql in fresh_sql.items() if name not in ADDED_IN_V6} == version_5
+
+
+async def test_failed_migration_leaves_version_5_untouched(tmp_path: Path) -> None:
+    # A table version 6 creates already exists (a foreign addition): nothing is migrated.
+    path = tmp_path / "hub.db"
+    make_v5_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE monitor_state (x)")
+    conn.commit()
+    conn.close()
+    before = schema_sql(path)
+    with pytest.raises(StorageError):
+        await open_storage(path)
+    assert header(path) == (5, APPLICATION_ID, "5")
+    assert "alerts" not in tables(path)
+    assert schema_sql(path) == before
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT enrollment_id FROM enrollments").fetchall() == [("grp-1",)]
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize(
     "table", ["enrollments", "registrations", "claim_tokens", "certificates", "crl"]
 )
-async def test_version_5_database_missing_a_provisioning_table_is_refused(
+async def test_version_5_database_missing_a_provisioning_table_is_refused_not_migrated(
     tmp_path: Path, table: str
 ) -> None:
+    path = tmp_path / "hub.db"
+    make_v5_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute(f"DROP TABLE {table}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CorruptDatabaseError, match=table):
+        await open_storage(path)
+    assert header(path)[0] == 5
+    assert "alerts" not in tables(path)
+
+
+@pytest.mark.parametrize("table", ["alerts", "monitor_state", "enrollments", "crl"])
+async def test_version_6_database_missing_a_table_is_refused(tmp_path: Path, table: str) -> None:
     path = tmp_path / "hub.db"
     await (await open_storage(path)).close()
     conn = sqlite3.connect(path)
@@ -745,19 +1078,34 @@ async def test_version_5_database_missing_a_provisioning_table_is_refused(
     conn.close()
     with pytest.raises(CorruptDatabaseError, match=table):
         await open_storage(path)
+    assert header(path)[0] == 6
 
 
-async def test_version_6_database_is_refused(tmp_path: Path) -> None:
+async def test_migration_from_version_5_notices_a_concurrent_migration(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    make_v5_database(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _migrate(conn, path, 5)
+        assert header(path) == (6, APPLICATION_ID, "6")
+        _migrate(conn, path, 5)  # would fail with "table alerts already exists" if repeated
+        assert not conn.in_transaction
+    finally:
+        conn.close()
+    assert header(path) == (6, APPLICATION_ID, "6")
+
+
+async def test_version_7_database_is_refused(tmp_path: Path) -> None:
     # Written by a newer release: never downgraded, never opened as if it were ours.
     path = tmp_path / "hub.db"
     await (await open_storage(path)).close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
-    conn.execute("PRAGMA user_version = 6")
+    conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
+    conn.execute("PRAGMA user_version = 7")
     conn.commit()
     conn.close()
     before = schema_sql(path)
-    with pytest.raises(CorruptDatabaseError, match="schema version 6 was written by a newer"):
+    with pytest.raises(CorruptDatabaseError, match="schema version 7 was written by a newer"):
         await open_storage(path)
-    assert header(path) == (6, APPLICATION_ID, "6")
+    assert header(path) == (7, APPLICATION_ID, "7")
     assert schema_sql(path) == before

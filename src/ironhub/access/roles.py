@@ -31,6 +31,8 @@ IoT Hub shared access policies (``registryRead``, ``registryReadWrite``, ``servi
     provisioning:read x      x        x         x              x
     provisioning:write                          x              x
     certificates:revoke      x        x         x
+    alerts:read       x      x        x         x
+    alerts:manage            x        x         x
     service:connect                             x                        x
     device:connect                              x                                 x
     account:self      x      x        x         x
@@ -46,9 +48,10 @@ Why:
   (``audit:export``). Like every role for people it also holds ``account:self`` (one's own
   password, MFA and session); the Azure-style roles, for services, do not.
 - ``operator`` is the viewer plus day-to-day device work: twin desired properties, direct
-  methods, cloud-to-device messages, enabling and disabling a device. It cannot create or delete
-  identities, see keys, manage operators or tokens, or export the audit log: a stolen operator
-  credential can disturb devices but not mint or impersonate them.
+  methods, cloud-to-device messages, enabling and disabling a device, releasing it from
+  quarantine, handling alerts. It cannot create or delete identities, see keys, manage
+  operators or tokens, or export the audit log: a stolen operator credential can disturb
+  devices but not mint or impersonate them.
 - ``security-admin`` is the viewer plus the security controls: operators, tokens, trusted CAs
   and the audit export. It writes no device data (no twins, methods, C2D, identities, keys): the
   people who decide who may act are not the people who act (separation of duties, as in NIST
@@ -61,6 +64,13 @@ Why:
   ``registry-write`` create enrollments and claim tokens (``provisioning:write``): an
   enrollment mints device identities and its creation answer carries keys, which is what
   ``registry-write`` already does.
+- Security monitoring: every role for people reads the alerts (``alerts:read``: type, device,
+  summary, evidence sequence numbers, never a payload); ``operator`` and ``security-admin``
+  acknowledge and resolve them (``alerts:manage``), since both answer incidents and marking an
+  alert handled changes no device. Ending a device's quarantine turns its telemetry back on:
+  it is a change of device state (``devices:state``), so the ``operator`` may and the
+  ``security-admin`` may not, as for enabling and disabling. The Azure-style roles have no
+  counterpart and get neither.
 - ``admin`` holds every permission. It is the only role that combines managing operators or
   tokens with writing device data or reading keys.
 - ``registry-read`` / ``registry-write`` are Azure's ``RegistryRead`` / ``RegistryReadWrite``:
@@ -141,6 +151,11 @@ class Permission(StrEnum):
     PROVISIONING_WRITE = "provisioning:write"
     #: Revoke issued device certificates (incident response).
     CERTIFICATES_REVOKE = "certificates:revoke"
+    #: List and show security alerts (type, device, evidence sequence numbers; no payload).
+    ALERTS_READ = "alerts:read"
+    #: Acknowledge and resolve security alerts. Ending a device's quarantine is a change of
+    #: device state: ``devices:state``.
+    ALERTS_MANAGE = "alerts:manage"
     #: Azure ``ServiceConnect``: connect to the service-facing endpoints.
     SERVICE_CONNECT = "service:connect"
     #: Azure ``DeviceConnect``: connect to the device-facing endpoints as any device.
@@ -174,6 +189,7 @@ _VIEWER: Final = frozenset(
         _P.AUDIT_READ,
         _P.METRICS_READ,
         _P.PROVISIONING_READ,
+        _P.ALERTS_READ,
         _P.ACCOUNT_SELF,
     }
 )
@@ -189,6 +205,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType
             _P.C2D_SEND,
             _P.DEVICES_STATE,
             _P.CERTIFICATES_REVOKE,
+            _P.ALERTS_MANAGE,
         },
         Role.SECURITY_ADMIN: _VIEWER
         | {
@@ -197,6 +214,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType
             _P.TOKENS_MANAGE,
             _P.CAS_MANAGE,
             _P.CERTIFICATES_REVOKE,
+            _P.ALERTS_MANAGE,
         },
         Role.ADMIN: frozenset(Permission),
         Role.REGISTRY_READ: frozenset({_P.DEVICES_READ}),

@@ -31,6 +31,7 @@ from ironhub.access.roles import Permission
 from ironhub.api._access import ACCESS_OPERATIONS
 from ironhub.api._audit import AUDIT_OPERATIONS
 from ironhub.api._http import RequestError, check_json_depth, json_response, too_deep
+from ironhub.api._monitor import MONITOR_OPERATIONS
 from ironhub.api._provisioning import PROVISIONING_OPERATIONS
 from ironhub.api._routes import Operation, QueryParam
 from ironhub.api._tail import TailResponse, message_view
@@ -1180,4 +1181,6 @@ OPERATIONS: tuple[Operation, ...] = (
     # Enrollments, claim tokens, registrations, issued certificates, the CRL
     # (api/_provisioning.py).
     *PROVISIONING_OPERATIONS,
+    # Security alerts and the end of a quarantine (api/_monitor.py).
+    *MONITOR_OPERATIONS,
 )

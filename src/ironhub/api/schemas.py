@@ -13,6 +13,8 @@ provisioning ``primaryKey``, ``secondaryKey``, ``deviceKey`` and a claim token's
 
 The provisioning schemas use camelCase member names, as Azure DPS does (``registrationId``,
 ``initialTwin``), so that scripts written against DPS read them without a translation table.
+The alert schemas do too, so that an alert has the same member names and values in the API as
+in the monitor's JSON-lines file and webhook bodies (the API adds who handled it).
 
 msgspec resolves the (string) annotations of these classes when it first encodes or decodes
 them, so every name used in an annotation here is imported at runtime, never under
@@ -39,11 +41,14 @@ __all__ = [
     "MAX_TWINS_PER_PAGE",
     "MAX_TWIN_QUERY_CHARS",
     "AddCARequest",
+    "AlertList",
+    "AlertView",
     "CAList",
     "CAView",
     "CertificateDetailView",
     "CertificateList",
     "CertificateView",
+    "ChangeAlertRequest",
     "ClaimTokenList",
     "ClaimTokenView",
     "CloudMessageList",
@@ -108,7 +113,9 @@ MAX_TWINS_PER_PAGE = 1000
 MAX_TWIN_QUERY_CHARS = MAX_QUERY_CHARS
 
 AuthName = Literal["sas", "x509-ca", "x509-thumbprint"]
-StateName = Literal["enabled", "disabled"]
+#: ``quarantined``: connected, but only security messages are accepted (issue 6); an operator
+#: ends it with ``POST /devices/{device_id}/release``.
+StateName = Literal["enabled", "disabled", "quarantined"]
 StreamName = Literal["telemetry", "security", "lifecycle", "feedback"]
 DeviceId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_ID_CHARS)]
 CertificatePEM = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CERTIFICATE_PEM_CHARS)]
@@ -725,3 +732,54 @@ class RevokedCertificatesView(_Response, rename="camel"):
     """The serials a device's revocation revoked (those revoked before are not repeated)."""
 
     revoked: list[str]
+
+
+# --- security monitoring -----------------------------------------------------------------------
+
+AlertStateName = Literal["open", "acknowledged", "resolved"]
+SeverityName = Literal["low", "medium", "high", "critical"]
+
+
+class ChangeAlertRequest(_Request, rename="camel"):
+    """The body of an acknowledgement or a resolution: ``{}`` (room for later members).
+
+    The actor recorded on the alert is the caller, never a name given in the body.
+    """
+
+
+class AlertView(_Response, rename="camel"):
+    """A security alert raised by the monitor (issue 6).
+
+    One alert stands for every finding of the same ``alertType`` and ``deviceId`` while it is
+    not resolved: ``count`` findings, the first at ``createdAt``, the last at ``lastSeenAt``.
+    ``evidence`` holds message-log sequence numbers (``GET /messages?after=seq-1&limit=1``),
+    newest last; ``details`` small facts of the detector (never a payload or a secret);
+    ``actions`` the response actions the playbook took (``quarantine``, ``disable``,
+    ``revoke``, ``notify``). ``acknowledgedBy`` and ``resolvedBy`` name the operators.
+    ``deviceId`` is ``null`` for an alert about a source address rather than a device.
+    """
+
+    alert_id: str
+    alert_type: str
+    severity: SeverityName
+    device_id: str | None
+    detector: str
+    summary: str
+    state: AlertStateName
+    created_at: float
+    updated_at: float
+    last_seen_at: float
+    count: int
+    evidence: list[int]
+    details: dict[str, Any]
+    actions: list[str]
+    acknowledged_by: str | None
+    resolved_by: str | None
+    version: int
+
+
+class AlertList(_Response, rename="camel"):
+    """One page of alerts, oldest first; pass ``nextAfter`` as ``after`` for the next one."""
+
+    alerts: list[AlertView]
+    next_after: str | None

@@ -11,8 +11,8 @@ refused, role insufficient), 4 the device is offline or does not listen for dire
 5 the device did not answer a direct method in time. Errors are one line on stderr,
 ``error: ...``, never a traceback.
 
-Identities: ``twin``, ``device invoke`` and ``c2d list``/``purge`` take ``DEVICE`` or
-``DEVICE/MODULE``.
+Identities: ``twin``, ``device invoke``, ``device release`` and ``c2d list``/``purge`` take
+``DEVICE`` or ``DEVICE/MODULE``.
 
 Where the client commands get their settings, first match wins:
 
@@ -52,6 +52,7 @@ from ironhub.cli.client import (
     DeviceOfflineError,
     DeviceTimeoutError,
     HubClient,
+    identity_path,
     read_token_file,
 )
 from ironhub.errors import ConfigError, IronhubError
@@ -584,7 +585,7 @@ def serve(
 
 @cli.group()
 def device() -> None:
-    """Device identities: create, list, show, rotate keys, enable, disable, delete."""
+    """Device identities: create, list, show, rotate keys, enable, disable, release, delete."""
 
 
 def _device_rows(devices: list[dict[str, Any]]) -> list[tuple[object, ...]]:
@@ -762,6 +763,21 @@ def device_enable(client: HubClient, out: Output, device_id: str) -> None:
 def device_disable(client: HubClient, out: Output, device_id: str) -> None:
     """Refuse a device; its live connection is dropped."""
     _set_state(client, out, device_id, "disable")
+
+
+@device.command("release")
+@click.argument("identity", metavar="ID")
+@_client_options
+def device_release(client: HubClient, out: Output, identity: str) -> None:
+    """End a quarantine (ID: DEVICE or DEVICE/MODULE); its telemetry is accepted again."""
+    answer = client.request("POST", identity_path(identity, "release"))
+    if out.as_json:
+        out.json(answer)
+    elif answer.get("module_id"):
+        name = f"{answer['device_id']}/{answer['module_id']}"
+        out.text(f"Module {safe(name)} is now {safe(answer['state'])}.")
+    else:
+        out.text(f"Device {safe(answer['device_id'])} is now {safe(answer['state'])}.")
 
 
 @device.command("delete")
@@ -1425,4 +1441,5 @@ def connections(client: HubClient, out: Output) -> None:
 from ironhub.cli import access as _access_commands  # noqa: E402, F401
 from ironhub.cli import audit as _audit_commands  # noqa: E402, F401
 from ironhub.cli import custody as _custody_commands  # noqa: E402, F401
+from ironhub.cli import monitor as _monitor_commands  # noqa: E402, F401
 from ironhub.cli import provisioning as _provisioning_commands  # noqa: E402, F401

@@ -18,6 +18,7 @@ after :meth:`Authenticator.authenticate` returned.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ from ironhub.pki import (
     verify_ca_signed_device,
     verify_thumbprint_device,
 )
-from ironhub.storage.interfaces import AuthKind, DeviceState
+from ironhub.storage.interfaces import AuthKind, DeviceRecord, DeviceState
 
 if TYPE_CHECKING:
     from ironhub.clock import Clock
@@ -73,6 +74,9 @@ class Authenticated:
     credential_slot: int | None
     expires_at: float | None
     certificate_der: bytes | None = None
+    #: The identity (or its device) is quarantined: it may connect, but its telemetry is
+    #: refused (security messages and everything the hub sends still flow).
+    quarantined: bool = False
 
 
 class ProvisionedTrust(Protocol):
@@ -164,9 +168,7 @@ class Authenticator:
         if client_id is not None:
             self._by_identity.record(client_id, now)
 
-    async def _check(  # noqa: C901, PLR0912 - the checks are one ordered list
-        self, connect: Connect, peer_certificate_der: bytes | None
-    ) -> Authenticated:
+    async def _check(self, connect: Connect, peer_certificate_der: bytes | None) -> Authenticated:
         if connect.username is None:
             raise AuthenticationError("missing-username")
         if azure.is_dps_username(connect.username):
@@ -181,17 +183,30 @@ class Authenticator:
             record = await self._registry.get_device(connect.client_id)
         except NotFoundError:
             raise AuthenticationError("unknown-device") from None
-        if record.state is not DeviceState.ENABLED:
+        if record.state is DeviceState.DISABLED:
             raise AuthenticationError("disabled")
+        quarantined = record.state is DeviceState.QUARANTINED
         if username.module_id is not None:
-            # A module of a disabled (or deleted) device does not connect either.
+            # A module of a disabled (or deleted) device does not connect either, and a module
+            # of a quarantined device is quarantined with it.
             try:
                 parent = await self._registry.get_device(username.device_id)
             except NotFoundError:
                 raise AuthenticationError("unknown-device") from None
-            if parent.state is not DeviceState.ENABLED:
+            if parent.state is DeviceState.DISABLED:
                 raise AuthenticationError("disabled")
+            quarantined = quarantined or parent.state is DeviceState.QUARANTINED
+        result = await self._credential(connect, username, record, peer_certificate_der)
+        return dataclasses.replace(result, quarantined=quarantined) if quarantined else result
 
+    async def _credential(
+        self,
+        connect: Connect,
+        username: azure.HubUsername,
+        record: DeviceRecord,
+        peer_certificate_der: bytes | None,
+    ) -> Authenticated:
+        """Check the SAS token or client certificate against the identity's credentials."""
         if connect.password is not None:
             if record.auth_kind is not AuthKind.SAS:
                 raise AuthenticationError("wrong-auth-kind")

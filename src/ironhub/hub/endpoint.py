@@ -452,6 +452,9 @@ class DeviceEndpoint:
             return
         if change.reason in ("disabled", "deleted", "credentials-changed"):
             conn.close(f"device-{change.reason}")
+        elif change.reason in ("quarantined", "enabled"):
+            # Takes effect on the next message; the session itself stays up.
+            conn.quarantined = change.reason == "quarantined"
         elif change.reason == "key-rotated" and (
             change.slot is None
             or conn.auth.credential_slot is None
@@ -574,6 +577,8 @@ class _Connection(asyncio.Protocol):
         self.peer = "unknown"
         self.peer_host = "unknown"
         self.auth: Authenticated | None = None
+        #: Telemetry is refused while set (security messages still land): issue 6.
+        self.quarantined = False
         #: Set instead of ``auth`` for a provisioning (DPS) connection.
         self._dps: DpsSession | None = None
         self._connect: Connect | None = None
@@ -923,6 +928,7 @@ class _Connection(asyncio.Protocol):
             self._refuse(ConnectReturnCode.SERVER_UNAVAILABLE)
             return
         self.auth = auth
+        self.quarantined = auth.quarantined
         self._leave_preauth()
         self._device_part, self._module_id = azure.split_identity(auth.device_id)
         self._clean = connect.clean_session
@@ -1003,10 +1009,13 @@ class _Connection(asyncio.Protocol):
             )
             self.close("message-too-large")
             return None
+        stream = route.stream
+        if self.quarantined and stream is not Stream.SECURITY:
+            self._refuse_quarantined(publish)
+            return None
         properties = route.properties
         if publish.retain:
             properties = (*properties, ("mqtt-retain", "true"))
-        stream = route.stream
         log = self._endpoint._services.log  # noqa: SLF001 - one package
         if qos:
             packet_id = publish.packet_id
@@ -1028,6 +1037,23 @@ class _Connection(asyncio.Protocol):
             future = log.append(LogEntry(stream, auth.device_id, now, payload, properties))
             future.add_done_callback(_log_append_failure)
         return stream
+
+    def _refuse_quarantined(self, publish: Publish) -> None:
+        """Refuse a quarantined device's telemetry: acknowledged, not stored, recorded.
+
+        MQTT 3.1.1 has no negative acknowledgement. Leaving the PUBLISH unacknowledged would
+        make the device re-send it forever, its queue stuck in front of the security messages
+        it may still send; closing would cut those too. So the hub acknowledges and drops it,
+        and says so on the security stream (rate-limited per source like every event).
+        """
+        if publish.qos and publish.packet_id is not None:
+            done: asyncio.Future[int] = self._loop.create_future()
+            done.set_result(0)
+            self._acknowledge_when_done(publish.packet_id, done)
+        self._endpoint.count_refused("quarantined")
+        self._endpoint.security_event(
+            self.peer_host, "quarantine-refused", device_id=self._id(), reason="quarantined"
+        )
 
     def _acknowledge_when_done(self, packet_id: int, future: asyncio.Future[int]) -> None:
         """PUBACK ``packet_id`` once ``future`` succeeds, after every earlier publish's PUBACK."""

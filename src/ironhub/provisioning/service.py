@@ -1102,7 +1102,10 @@ class ProvisioningService:
                     _CONFLICT, f"device {device_id!r} was provisioned by another enrollment"
                 )
             if existing.state is not DeviceState.ENABLED:
-                raise _Refused(_DISABLED, "the device is disabled", status="disabled")
+                # Disabled, or quarantined: re-provisioning must not be a way out of either.
+                raise _Refused(
+                    _DISABLED, f"the device is {existing.state.value}", status="disabled"
+                )
 
         auth_kind, keys, certificates, issued = await self._credentials(
             attested, enrollment, body, device_id, source

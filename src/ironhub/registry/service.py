@@ -99,8 +99,8 @@ class DeviceChange:
     """
 
     device_id: str
-    reason: str  # "disabled" | "deleted" | "key-rotated" | "enabled" | "credentials-changed"
-    #: | "certificate-revoked"
+    #: "disabled" | "deleted" | "key-rotated" | "enabled" | "quarantined" | "credentials-changed"
+    reason: str
     #: For ``key-rotated``: the slot that changed. Connections authenticated with the other
     #: key stay valid (rotation without downtime).
     slot: KeySlot | None = None
@@ -522,8 +522,16 @@ class Registry:
 
         record, changed = await self._update(identity, change)
         if changed:
-            reason = "disabled" if wanted is DeviceState.DISABLED else "enabled"
+            reason = {
+                DeviceState.DISABLED: "disabled",
+                DeviceState.ENABLED: "enabled",
+                DeviceState.QUARANTINED: "quarantined",
+            }[wanted]
             modules = await self._storage.list_modules(identity) if module_id is None else []
+            if wanted is DeviceState.ENABLED:
+                # Releasing or enabling a device does not release a module quarantined on its
+                # own account (nor enable a module disabled on its own).
+                modules = [m for m in modules if m.state is DeviceState.ENABLED]
             self._notify_with_modules(identity, reason, modules)
         return record
 

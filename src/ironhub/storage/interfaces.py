@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "AlertRecord",
+    "AlertState",
     "Attestation",
     "AuthKind",
     "CARecord",
@@ -60,10 +62,13 @@ class AuthKind(StrEnum):
 
 
 class DeviceState(StrEnum):
-    """Whether a device may connect."""
+    """Whether a device may connect, and what it may do once connected."""
 
     ENABLED = "enabled"
     DISABLED = "disabled"
+    #: Connected devices may only send security messages and receive (twin, C2D, methods);
+    #: their telemetry is refused. Set by a response playbook, ended by an operator (issue 6).
+    QUARANTINED = "quarantined"
 
 
 class Stream(StrEnum):
@@ -297,6 +302,45 @@ class IssuedCertificateRecord:
     pem: str
     revoked_at: float | None = None
     revocation_reason: str | None = None
+
+
+class AlertState(StrEnum):
+    """Where an alert is in its life: raised, seen by an operator, closed."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """A security alert raised by the monitor (issue 6).
+
+    One alert stands for every finding of the same ``alert_type`` and ``device_id`` while it is
+    not resolved (de-duplication): ``count`` findings, the first at ``created_at``, the last at
+    ``last_seen_at``. ``evidence`` holds message-log sequence numbers (capped, newest last);
+    ``details`` small facts as compact JSON; ``actions`` the playbook actions taken
+    (``quarantine``, ``disable``, ``revoke``, ``notify``), in order. ``version`` increases on
+    every update.
+    """
+
+    alert_id: str
+    alert_type: str
+    severity: str
+    device_id: str | None
+    detector: str
+    summary: str
+    state: AlertState
+    created_at: float
+    updated_at: float
+    last_seen_at: float
+    count: int = 1
+    evidence: tuple[int, ...] = ()
+    details: str = "{}"
+    actions: tuple[str, ...] = ()
+    acknowledged_by: str | None = None
+    resolved_by: str | None = None
+    version: int = 1
 
 
 class TokenKind(StrEnum):
@@ -730,6 +774,52 @@ class Storage(Protocol):
 
     async def get_crl(self) -> tuple[int, bytes] | None:
         """The current CRL ``(number, DER)``, or ``None`` before the first."""
+        ...
+
+    # --- security monitoring -------------------------------------------------------------------
+    async def insert_alert(self, record: AlertRecord) -> None:
+        """Store a new alert. Raises ``ConflictError`` on a duplicate id."""
+        ...
+
+    async def get_alert(self, alert_id: str) -> AlertRecord | None:
+        """The alert with this id, or ``None``."""
+        ...
+
+    async def find_alert(self, alert_type: str, device_id: str | None) -> AlertRecord | None:
+        """The alert de-duplication and suppression look at for this type and device.
+
+        The newest one that is not resolved, else the newest resolved one, else ``None``.
+        """
+        ...
+
+    async def update_alert(self, record: AlertRecord, *, expected_version: int) -> None:
+        """Replace an alert whose stored version is ``expected_version``.
+
+        ``record.version`` must be ``expected_version + 1``. Raises ``NotFoundError`` if it is
+        gone, ``PreconditionFailedError`` if it changed.
+        """
+        ...
+
+    async def list_alerts(
+        self,
+        *,
+        device_id: str | None = None,
+        state: AlertState | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[AlertRecord]:
+        """Alerts with ``alert_id > after`` in id order (ids sort by creation time).
+
+        Optionally only those of one device and in one state.
+        """
+        ...
+
+    async def put_monitor_state(self, name: str, state: str) -> None:
+        """Store (replace) a named piece of monitor state (detector snapshots, the log cursor)."""
+        ...
+
+    async def get_monitor_state(self, name: str) -> str | None:
+        """A named piece of monitor state, or ``None``."""
         ...
 
     # --- audit log ---------------------------------------------------------------------------

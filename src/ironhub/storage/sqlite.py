@@ -10,14 +10,16 @@ Three kinds of thread touch the database file:
   blocks on disk I/O.
 * **One writer thread** owns the only write connection. It serves a FIFO queue holding two kinds
   of work: log entries (from :meth:`SQLiteStorage.append`) and small *jobs* (device, CA, token,
-  twin, session, C2D queue and provisioning writes). Each turn it drains everything queued, up to
-  ``StorageConfig.max_commit_batch`` log entries, inserts those entries with a few multi-row
-  ``INSERT`` statements in one transaction, commits, and then resolves all of their futures with
-  one ``call_soon_threadsafe`` (group commit, ARCHITECTURE.md "Durability"). A job found while
-  draining ends the batch; it runs in its own transaction right after the batch, which keeps the
-  queue strictly FIFO. With ``synchronous=FULL`` (the default) the commit has fsynced the WAL
-  before any future resolves, so an acknowledged message survives power loss; with ``NORMAL`` it
-  survives a process crash (SIGKILL) but not power loss.
+  twin, session, C2D queue, provisioning and monitor writes). Each turn it drains everything
+  queued, up to ``StorageConfig.max_commit_batch`` log entries, inserts those entries with a few
+  multi-row ``INSERT`` statements in one transaction, commits, and then resolves all of their
+  futures with one ``call_soon_threadsafe`` (group commit, ARCHITECTURE.md "Durability"). A job
+  found while draining ends the batch; it and the jobs queued behind it run right after the
+  batch, in one transaction of their own with a savepoint per job
+  (:meth:`SQLiteStorage._run_jobs`), which keeps the queue strictly FIFO. With
+  ``synchronous=FULL`` (the default) the commit has fsynced the WAL before any future resolves,
+  so an acknowledged message survives power loss; with ``NORMAL`` it survives a process crash
+  (SIGKILL) but not power loss.
 * **Reader threads** (a small pool, one connection each, ``query_only``) serve every read.
   WAL lets them read a committed snapshot while the writer appends.
 
@@ -52,13 +54,15 @@ with empty security state (SECURITY-TESTS.md §3.11 item 49). Files are created 
 Schema migrations
 -----------------
 
-An intact database of an older known version (1 to 4, written by earlier releases) is
+An intact database of an older known version (1 to 5, written by earlier releases) is
 upgraded in place at open, before WAL mode and before any reader: the new tables, ``PRAGMA
 user_version`` and ``meta.schema_version`` change in one transaction (:func:`_migrate`), so the
 file is either wholly the old version or wholly the new one. Existing tables are never rewritten.
 Version 2 added ``twins``, ``sessions`` and ``cloud_messages``; version 3 the audit log;
 version 4 operator accounts and role-scoped tokens; version 5 provisioning (``enrollments``,
-``registrations``, ``claim_tokens``, ``certificates`` and ``crl``).
+``registrations``, ``claim_tokens``, ``certificates`` and ``crl``); version 6 security monitoring
+(``alerts`` and ``monitor_state``; the device state ``quarantined`` is a new value of the
+existing ``devices.state`` column, which needed no change).
 
 Provisioning rules that span rows are kept by the writer, not by SQLite foreign keys (which
 stay off, as for modules): a claim token is inserted only in the transaction that found its
@@ -93,6 +97,8 @@ from ironhub.errors import (
     StorageError,
 )
 from ironhub.storage.interfaces import (
+    AlertRecord,
+    AlertState,
     Attestation,
     AuthKind,
     CARecord,
@@ -134,7 +140,7 @@ _T = TypeVar("_T")
 #: ``PRAGMA application_id`` of every ironhub database: the ASCII bytes ``IRHB``.
 APPLICATION_ID: Final = 0x49524842
 #: The schema this code reads and writes (``PRAGMA user_version`` and ``meta.schema_version``).
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_BYTES: Final = 100
@@ -151,13 +157,21 @@ _TABLES_V4: Final = _TABLES_V1 | {
     "audit_checkpoints",
     "operators",
 }
+_TABLES_V5: Final = _TABLES_V4 | {
+    "enrollments",
+    "registrations",
+    "claim_tokens",
+    "certificates",
+    "crl",
+}
 #: The tables every known schema version must hold (checked at open, before any migration).
 _TABLES: Final = {
     1: _TABLES_V1,
     2: _TABLES_V1 | {"twins", "sessions", "cloud_messages"},
     3: _TABLES_V1 | {"twins", "sessions", "cloud_messages", "audit_records", "audit_checkpoints"},
     4: _TABLES_V4,
-    5: _TABLES_V4 | {"enrollments", "registrations", "claim_tokens", "certificates", "crl"},
+    5: _TABLES_V5,
+    6: _TABLES_V5 | {"alerts", "monitor_state"},
 }
 
 #: The tables of schema version 1, unchanged since (the previous release created exactly these).
@@ -363,12 +377,59 @@ _TABLES_V5_STATEMENTS: Final = (
 )""",
 )
 
+#: What schema version 6 adds: security monitoring (issue 6). ``alerts`` holds the monitor's
+#: alerts; ``evidence`` (message-log sequence numbers) and ``actions`` are JSON arrays,
+#: ``details`` compact JSON stored as given; ``device_id`` is NULL for an alert about no single
+#: identity. ``state`` has no CHECK, unlike the 0/1 flags of version 5: SQLite cannot change a
+#: CHECK without rebuilding the table, so a later alert state would cost a table rewrite; the
+#: reader refuses unknown states instead. ``monitor_state`` holds named pieces of monitor state
+#: (detector snapshots, the log cursor) as opaque text. The new device state ``quarantined``
+#: needs no change: ``devices.state`` is unconstrained TEXT, read strictly.
+_TABLES_V6_STATEMENTS: Final = (
+    """CREATE TABLE alerts (
+    alert_id TEXT PRIMARY KEY,
+    alert_type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    device_id TEXT,
+    detector TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seen_at REAL NOT NULL,
+    count INTEGER NOT NULL,
+    evidence TEXT NOT NULL,
+    details TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    acknowledged_by TEXT,
+    resolved_by TEXT,
+    version INTEGER NOT NULL
+) WITHOUT ROWID""",
+    # The de-duplication key, newest last (the key, alert_id, ends every entry and breaks
+    # ties): serves find_alert's fallback to the newest resolved alert.
+    "CREATE INDEX alerts_by_key ON alerts (alert_type, device_id, created_at)",
+    # Partial: only the few alerts not yet resolved, so that find_alert never walks a key's
+    # resolved history to learn that nothing is open.
+    (
+        "CREATE INDEX alerts_unresolved ON alerts (alert_type, device_id, created_at)"
+        " WHERE state <> 'resolved'"
+    ),
+    # One device's alerts, in alert_id order (the key ends every entry).
+    "CREATE INDEX alerts_by_device ON alerts (device_id)",
+    """CREATE TABLE monitor_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL
+) WITHOUT ROWID""",
+)
+
 _SCHEMA: Final = (
     _TABLES_V1_SQL
     + "".join(f"{statement};\n" for statement in _TABLES_V2_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V3_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V4_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V5_STATEMENTS)
+    + "".join(f"{statement};\n" for statement in _TABLES_V6_STATEMENTS)
     + f"""
 INSERT INTO meta (key, value) VALUES
     ('application', 'ironhub'),
@@ -515,6 +576,46 @@ _CERTIFICATE_QUERIES: Final = {
     for has_device in (False, True)
     for revoked in (None, True, False)
 }
+_ALERT_COLUMNS: Final = (
+    "alert_id, alert_type, severity, device_id, detector, summary, state, created_at,"
+    " updated_at, last_seen_at, count, evidence, details, actions, acknowledged_by, resolved_by,"
+    " version"
+)
+_ALERT_SELECT: Final = f"SELECT {_ALERT_COLUMNS} FROM alerts"  # noqa: S608
+_ALERT_INSERT: Final = (
+    f"INSERT INTO alerts ({_ALERT_COLUMNS}) VALUES"  # noqa: S608
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_ALERT_UPDATE: Final = (
+    "UPDATE alerts SET alert_type = ?, severity = ?, device_id = ?, detector = ?, summary = ?,"
+    " state = ?, created_at = ?, updated_at = ?, last_seen_at = ?, count = ?, evidence = ?,"
+    " details = ?, actions = ?, acknowledged_by = ?, resolved_by = ?, version = ?"
+    " WHERE alert_id = ? AND version = ?"
+)
+#: The alert de-duplication looks at: the newest not resolved, else the newest resolved (ties
+#: by id, which sorts by creation). ``device_id IS ?`` matches NULL with NULL. One statement,
+#: so both lookups read the same snapshot; the first is served by the partial index
+#: ``alerts_unresolved`` (its WHERE term is repeated verbatim), the second by ``alerts_by_key``.
+_ALERT_FIND: Final = (
+    f"{_ALERT_SELECT} WHERE alert_id = coalesce("  # noqa: S608
+    "(SELECT alert_id FROM alerts WHERE alert_type = ?1 AND device_id IS ?2"
+    " AND state <> 'resolved' ORDER BY created_at DESC, alert_id DESC LIMIT 1),"
+    " (SELECT alert_id FROM alerts WHERE alert_type = ?1 AND device_id IS ?2"
+    " AND state = 'resolved' ORDER BY created_at DESC, alert_id DESC LIMIT 1))"
+)
+#: Alert listings differ only in their filters, fixed strings chosen by code. With a device
+#: the ``alerts_by_device`` index serves the order too.
+_ALERT_QUERIES: Final = {
+    (has_device, has_state): (
+        _ALERT_SELECT
+        + " WHERE alert_id > ?"
+        + (" AND device_id = ?" if has_device else "")
+        + (" AND state = ?" if has_state else "")
+        + " ORDER BY alert_id LIMIT ?"
+    )
+    for has_device in (False, True)
+    for has_state in (False, True)
+}
 #: The largest CRL number a 64-bit INTEGER column holds. RFC 5280 §5.2.3 allows 20 octets,
 #: but the hub counts up from 1, one per re-signing: 2**63 - 1 is never reached.
 _MAX_CRL_NUMBER: Final = 2**63 - 1
@@ -583,6 +684,8 @@ _properties_encoder = msgspec.msgpack.Encoder()
 _properties_decoder = msgspec.msgpack.Decoder(tuple[tuple[str, str], ...])
 _json_encoder = msgspec.json.Encoder()
 _string_list_decoder = msgspec.json.Decoder(tuple[str, ...])
+#: Alert evidence: a JSON array of message-log sequence numbers (integers only, no floats).
+_int_list_decoder = msgspec.json.Decoder(tuple[int, ...])
 #: Session subscriptions: a JSON array of ``[topic filter, QoS]`` pairs, in subscription order.
 _subscriptions_decoder = msgspec.json.Decoder(tuple[tuple[str, int], ...])
 
@@ -745,6 +848,7 @@ _MIGRATIONS: Final = {
     2: _TABLES_V3_STATEMENTS,
     3: _TABLES_V4_STATEMENTS,
     4: _TABLES_V5_STATEMENTS,
+    5: _TABLES_V6_STATEMENTS,
 }
 
 
@@ -1172,6 +1276,59 @@ def _certificate_from_row(row: Sequence[Any]) -> IssuedCertificateRecord:
         revoked_at=row[8],
         revocation_reason=row[9],
     )
+
+
+def _alert_values(record: AlertRecord) -> tuple[Any, ...]:
+    """The columns after the key ``alert_id``, in :data:`_ALERT_COLUMNS` order."""
+    return (
+        record.alert_type,
+        record.severity,
+        record.device_id,
+        record.detector,
+        record.summary,
+        record.state.value,
+        record.created_at,
+        record.updated_at,
+        record.last_seen_at,
+        record.count,
+        _json_encoder.encode(record.evidence).decode(),
+        record.details,
+        _json_encoder.encode(record.actions).decode(),
+        record.acknowledged_by,
+        record.resolved_by,
+        record.version,
+    )
+
+
+def _alert_from_row(row: Sequence[Any]) -> AlertRecord:
+    """Rebuild an alert.
+
+    Raises:
+        CorruptDatabaseError: the state is unknown, or the evidence or actions are not a JSON
+            array of integers or of strings.
+    """
+    try:
+        return AlertRecord(
+            alert_id=row[0],
+            alert_type=row[1],
+            severity=row[2],
+            device_id=row[3],
+            detector=row[4],
+            summary=row[5],
+            state=AlertState(row[6]),
+            created_at=row[7],
+            updated_at=row[8],
+            last_seen_at=row[9],
+            count=row[10],
+            evidence=_int_list_decoder.decode(row[11]),
+            details=row[12],
+            actions=_string_list_decoder.decode(row[13]),
+            acknowledged_by=row[14],
+            resolved_by=row[15],
+            version=row[16],
+        )
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise CorruptDatabaseError(f"alert {row[0]!r} cannot be decoded: {exc}") from exc
 
 
 def _message_from_row(row: Sequence[Any]) -> StoredMessage:
@@ -2771,6 +2928,154 @@ class SQLiteStorage:
         def run(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
             row = conn.execute("SELECT number, der FROM crl WHERE id = 1").fetchone()
             return None if row is None else (int(row[0]), bytes(row[1]))
+
+        return await self._read(run)
+
+    # --- security monitoring --------------------------------------------------------------
+    async def insert_alert(self, record: AlertRecord) -> None:
+        """Store a new alert.
+
+        Raises:
+            ConflictError: an alert with this id exists.
+            StorageError: the write failed.
+        """
+        row = (record.alert_id, *_alert_values(record))
+
+        def run(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_ALERT_INSERT, row)
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"alert {record.alert_id!r} already exists") from None
+
+        await self._write(run)
+
+    async def get_alert(self, alert_id: str) -> AlertRecord | None:
+        """The alert with this id, or ``None``.
+
+        Raises:
+            CorruptDatabaseError: the stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> AlertRecord | None:
+            row = conn.execute(_ALERT_SELECT + " WHERE alert_id = ?", (alert_id,)).fetchone()
+            return None if row is None else _alert_from_row(row)
+
+        return await self._read(run)
+
+    async def find_alert(self, alert_type: str, device_id: str | None) -> AlertRecord | None:
+        """The alert de-duplication and suppression look at for this type and device.
+
+        The newest alert of ``alert_type`` about ``device_id`` (``None`` matches the alerts
+        about no device) that is not resolved, else the newest resolved one, else ``None``.
+        "Newest" is by ``created_at``, ties broken by the greater id. Both lookups are one
+        statement, so they see one snapshot.
+
+        Raises:
+            CorruptDatabaseError: the stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> AlertRecord | None:
+            row = conn.execute(_ALERT_FIND, (alert_type, device_id)).fetchone()
+            return None if row is None else _alert_from_row(row)
+
+        return await self._read(run)
+
+    async def update_alert(self, record: AlertRecord, *, expected_version: int) -> None:
+        """Replace an alert whose stored version is ``expected_version``.
+
+        Every field but the id is replaced (the de-duplication key too, although the monitor
+        never changes it).
+
+        Raises:
+            ValueError: ``record.version`` is not ``expected_version + 1`` (a caller bug: an
+                update that kept the version would let a concurrent one through unnoticed).
+            PreconditionFailedError: the stored version differs.
+            NotFoundError: the alert does not exist.
+            StorageError: the write failed.
+        """
+        if record.version != expected_version + 1:
+            raise ValueError("record.version must be expected_version + 1")
+        values = _alert_values(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(_ALERT_UPDATE, (*values, record.alert_id, expected_version))
+            if cursor.rowcount == 1:
+                return
+            found = conn.execute(
+                "SELECT version FROM alerts WHERE alert_id = ?", (record.alert_id,)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"alert {record.alert_id!r} does not exist")
+            raise PreconditionFailedError(
+                f"alert {record.alert_id!r} is at version {found[0]}, not {expected_version}"
+            )
+
+        await self._write(run)
+
+    async def list_alerts(
+        self,
+        *,
+        device_id: str | None = None,
+        state: AlertState | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[AlertRecord]:
+        """Alerts with ``alert_id > after`` in id order; at most ``limit``.
+
+        Optionally only those about ``device_id`` (``None`` means every alert, not those about
+        no device) and in ``state``.
+
+        Raises:
+            CorruptDatabaseError: a stored row cannot be decoded.
+            StorageError: the read failed.
+        """
+        if limit < 1:
+            return []
+        sql = _ALERT_QUERIES[device_id is not None, state is not None]
+        params: list[object] = [after]
+        if device_id is not None:
+            params.append(device_id)
+        if state is not None:
+            params.append(state.value)
+        params.append(limit)
+
+        def run(conn: sqlite3.Connection) -> list[AlertRecord]:
+            return [_alert_from_row(row) for row in conn.execute(sql, params)]
+
+        return await self._read(run)
+
+    async def put_monitor_state(self, name: str, state: str) -> None:
+        """Store (replace) a named piece of monitor state; committed on return.
+
+        ``updated_at`` is the clock's wall time, for whoever inspects the file.
+
+        Raises:
+            StorageError: the write failed.
+        """
+        row = (name, state, self._clock.time())
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO monitor_state (name, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                row,
+            )
+
+        await self._write(run)
+
+    async def get_monitor_state(self, name: str) -> str | None:
+        """A named piece of monitor state, or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT state FROM monitor_state WHERE name = ?", (name,)).fetchone()
+            return None if row is None else str(row[0])
 
         return await self._read(run)
 

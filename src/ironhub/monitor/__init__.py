@@ -1,0 +1,1 @@
+"""Security monitoring and response: events, detectors, alerts, playbooks (issue 6)."""

@@ -1,0 +1,577 @@
+"""The monitor service: the message log in, alerts and responses out (issue 6).
+
+It is a consumer of the message log (ARCHITECTURE.md: endpoint → router → log → consumers):
+
+1. It follows every committed message from a stored cursor (catching up after a restart, then
+   live through a log subscription; a lag cut-off falls back to catching up).
+2. Each message becomes security events (:mod:`ironhub.monitor.events`): a device's security
+   message is parsed (malformed and unknown ones are kept, flagged), the hub's own security and
+   lifecycle records become hub events, telemetry becomes a size observation.
+3. The detectors (:mod:`ironhub.monitor.detectors`, pure state machines) turn events into
+   findings; a timer wakes the time-driven ones.
+4. Findings become alerts by the rules of :mod:`ironhub.monitor.alerts` (merge, suppress, new).
+5. A new alert runs its playbook: quarantine, disable, revoke, notify. Every action is recorded
+   in the audit log, and every one is reversible by an operator (release, enable, new keys).
+
+The detectors' state and the cursor are saved together every few seconds and at stop, so a
+restarted hub continues where it stopped; events between the last save and a crash are
+processed again, which can at most repeat a finding that de-duplication then merges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import ssl
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from ironhub.errors import (
+    ConfigError,
+    ConflictError,
+    IronhubError,
+    NotFoundError,
+    StorageError,
+    ValidationError,
+)
+from ironhub.monitor import events as parse
+from ironhub.monitor.alerts import (
+    AlertPolicy,
+    Decision,
+    decide,
+    merge_finding,
+    new_alert,
+    parse_playbooks,
+)
+from ironhub.monitor.detectors import DetectorSet
+from ironhub.registry.service import KEY_SLOTS
+from ironhub.storage.interfaces import AlertRecord, AlertState, AuthKind, DeviceState, Stream
+from ironhub.streams.log import SubscriberLagged
+
+if TYPE_CHECKING:
+    from ironhub.audit.service import AuditLog
+    from ironhub.clock import Clock
+    from ironhub.config import MonitorConfig
+    from ironhub.monitor.model import Finding, SecurityEvent
+    from ironhub.provisioning.authority import DeviceAuthority
+    from ironhub.registry.service import Registry
+    from ironhub.storage.interfaces import DeviceRecord, Storage, StoredMessage
+    from ironhub.streams.log import MessageLog
+
+__all__ = ["MonitorService", "MonitorStatistics"]
+
+logger = logging.getLogger(__name__)
+
+_STATE_NAME: Final = "detectors"
+_CATCH_UP_PAGE: Final = 1000
+_SUBSCRIPTION_QUEUE: Final = 20_000
+#: Attempts of an alert update that keeps losing to a concurrent change (an operator's ack).
+_UPDATE_ATTEMPTS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorStatistics:
+    """Counters for tests and ``/metrics``."""
+
+    cursor: int
+    events: int
+    findings: int
+    alerts_opened: int
+    suppressed: int
+
+
+class MonitorService:
+    """Follows the message log, runs the detectors, keeps the alerts, runs the playbooks."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        log: MessageLog,
+        registry: Registry,
+        clock: Clock,
+        config: MonitorConfig,
+        *,
+        audit: AuditLog | None = None,
+        authority: DeviceAuthority | None = None,
+        detectors: DetectorSet | None = None,
+    ) -> None:
+        self._storage = storage
+        self._log = log
+        self._registry = registry
+        self._clock = clock
+        self._config = config
+        self._audit = audit
+        self._authority = authority
+        self._detectors = detectors or DetectorSet()
+        self._policy = AlertPolicy(suppression_seconds=config.suppression_seconds)
+        try:
+            self._playbooks = parse_playbooks(config.playbooks)
+        except ValidationError as exc:
+            raise ConfigError(f"monitor.playbooks: {exc}") from None
+        self._webhook_key = self._load_webhook_key()
+        self._webhook_tls = (
+            ssl.create_default_context(cafile=config.webhook_ca_file or None)
+            if self._webhook_key is not None
+            else None
+        )
+        self._cursor = 0
+        self._events = 0
+        self._findings = 0
+        self._opened = 0
+        self._suppressed = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._notify_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
+        self._lock = asyncio.Lock()
+        self._processed = asyncio.Condition()
+
+    def _load_webhook_key(self) -> bytes | None:
+        if not self._config.webhook_url:
+            return None
+        if not self._config.webhook_url.startswith("https://"):
+            raise ConfigError("monitor.webhook_url: only https:// webhooks are allowed")
+        if not self._config.webhook_secret_file:
+            raise ConfigError("monitor.webhook_url needs monitor.webhook_secret_file (HMAC key)")
+        from ironhub.custody import read_secret_file  # noqa: PLC0415 - only with a webhook
+
+        key = read_secret_file(Path(self._config.webhook_secret_file)).strip()
+        if len(key) < 16:
+            raise ConfigError("monitor.webhook_secret_file: the key must be at least 16 bytes")
+        return key
+
+    # --- life cycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Restore the saved state and start following the log.
+
+        Raises:
+            StorageError: the saved state cannot be read.
+        """
+        saved = await self._storage.get_monitor_state(_STATE_NAME)
+        if saved is not None:
+            try:
+                state = json.loads(saved)
+                self._cursor = int(state.get("cursor", 0))
+                self._detectors.restore(state.get("detectors", {}))
+            except (ValueError, TypeError, AttributeError):
+                # Corrupt state: start the detectors afresh from the saved cursor, loudly.
+                logger.exception("monitor state unreadable; detectors start afresh")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._follow(), name="monitor-follow"),
+            loop.create_task(self._every(self._config.tick_interval_seconds, self._tick)),
+            loop.create_task(self._every(self._config.snapshot_interval_seconds, self._save)),
+            loop.create_task(self._notifier(), name="monitor-notify"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop following and save the state."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(StorageError):
+            await self._save()
+
+    def statistics(self) -> MonitorStatistics:
+        """Counters: the cursor and what went through."""
+        return MonitorStatistics(
+            cursor=self._cursor,
+            events=self._events,
+            findings=self._findings,
+            alerts_opened=self._opened,
+            suppressed=self._suppressed,
+        )
+
+    async def wait_for(self, seq: int, seconds: float = 5.0) -> bool:
+        """Wait up to ``seconds`` until every message up to ``seq`` was processed."""
+        async with self._processed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._processed.wait_for(lambda: self._cursor >= seq), seconds
+                )
+        return self._cursor >= seq
+
+    async def _every(self, seconds: float, job: Any) -> None:  # noqa: ANN401 - a coroutine fn
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except IronhubError:
+                logger.exception("monitor job failed; it runs again")
+
+    async def _save(self) -> None:
+        async with self._lock:
+            state = {"cursor": self._cursor, "detectors": self._detectors.snapshot()}
+        await self._storage.put_monitor_state(_STATE_NAME, json.dumps(state))
+
+    async def _tick(self) -> None:
+        async with self._lock:
+            findings = self._detectors.tick(self._clock.time())
+        for finding in findings:
+            await self._handle(finding)
+
+    # --- following the log ----------------------------------------------------------------------
+    async def _follow(self) -> None:
+        while True:
+            subscription = self._log.subscribe(max_queue=_SUBSCRIPTION_QUEUE)
+            try:
+                await self._catch_up()
+                async for message in subscription:
+                    if message.seq > self._cursor:
+                        await self._process(message)
+            except SubscriberLagged:
+                logger.warning("monitor fell behind the log; catching up cursor=%d", self._cursor)
+            except StorageError:
+                logger.exception("monitor cannot read the log; retrying")
+                await asyncio.sleep(1.0)
+            finally:
+                subscription.close()
+
+    async def _catch_up(self) -> None:
+        while True:
+            page = await self._log.query(after_seq=self._cursor, limit=_CATCH_UP_PAGE)
+            if not page:
+                return
+            for message in page:
+                await self._process(message)
+
+    def _events_of(self, message: StoredMessage) -> list[SecurityEvent]:
+        if message.stream is Stream.SECURITY and message.payload:
+            # A device's own security message (the hub's records carry no payload).
+            return parse.parse_security_message(
+                device_id=message.device_id or "",
+                payload=message.payload,
+                received_at=message.enqueued_at,
+                seq=message.seq,
+            )
+        if message.stream in (Stream.SECURITY, Stream.LIFECYCLE):
+            event = parse.hub_event(
+                stream=message.stream.value,
+                device_id=message.device_id,
+                properties=message.properties,
+                received_at=message.enqueued_at,
+                seq=message.seq,
+            )
+            return [event] if event is not None else []
+        if message.stream is Stream.TELEMETRY and message.device_id:
+            return [
+                parse.message_event(
+                    device_id=message.device_id,
+                    size=len(message.payload),
+                    received_at=message.enqueued_at,
+                    seq=message.seq,
+                )
+            ]
+        return []
+
+    async def _process(self, message: StoredMessage) -> None:
+        findings: list[Finding] = []
+        async with self._lock:
+            for event in self._events_of(message):
+                self._events += 1
+                findings.extend(self._detectors.observe(event))
+        for finding in findings:
+            await self._handle(finding)
+        async with self._processed:
+            self._cursor = max(self._cursor, message.seq)
+            self._processed.notify_all()
+
+    # --- alerts -------------------------------------------------------------------------------
+    async def _handle(self, finding: Finding) -> None:
+        self._findings += 1
+        for _ in range(_UPDATE_ATTEMPTS):
+            existing = await self._storage.find_alert(finding.alert_type, finding.device_id)
+            decision = decide(existing, finding, self._policy)
+            try:
+                if decision is Decision.SUPPRESS:
+                    self._suppressed += 1
+                    return
+                if decision is Decision.MERGE:
+                    assert existing is not None
+                    merged = merge_finding(existing, finding, self._policy)
+                    await self._storage.update_alert(
+                        _next_version(merged), expected_version=existing.version
+                    )
+                    return
+                alert = new_alert(finding, _alert_id(finding.time), self._policy)
+                await self._storage.insert_alert(alert)
+            except ConflictError:
+                continue  # an operator changed it meanwhile, or an id collided: look again
+            self._opened += 1
+            logger.warning(
+                "alert opened id=%s type=%s severity=%s device_id=%s",
+                alert.alert_id,
+                alert.alert_type,
+                alert.severity,
+                alert.device_id,
+            )
+            await self._audit_record(
+                "alert-opened",
+                target=alert.device_id or "-",
+                reason=f"{alert.alert_id} {alert.alert_type} {alert.severity}",
+            )
+            await self._respond(alert)
+            return
+        logger.error(
+            "alert kept changing concurrently; finding dropped type=%s", finding.alert_type
+        )
+
+    async def _respond(self, alert: AlertRecord) -> None:
+        """Run the alert's playbook; record each action on the alert and in the audit log."""
+        done: list[str] = []
+        for action in self._playbooks.get(alert.alert_type, ("notify",)):
+            try:
+                if await self._act(action, alert):
+                    done.append(action)
+            except (IronhubError, OSError):
+                logger.exception(
+                    "playbook action failed action=%s alert=%s", action, alert.alert_id
+                )
+                await self._audit_record(
+                    f"playbook-{action}",
+                    target=alert.device_id or "-",
+                    outcome="failed",
+                    reason=alert.alert_id,
+                )
+        if done:
+            for _ in range(_UPDATE_ATTEMPTS):
+                current = await self._storage.get_alert(alert.alert_id)
+                if current is None:
+                    return
+                try:
+                    await self._storage.update_alert(
+                        _next_version(_replace(current, actions=(*current.actions, *done))),
+                        expected_version=current.version,
+                    )
+                except ConflictError:
+                    continue
+                return
+
+    async def _act(self, action: str, alert: AlertRecord) -> bool:
+        device_id = alert.device_id
+        if action == "notify":
+            self._notify(alert)
+            return True
+        if device_id is None:
+            return False
+        try:
+            record = await self._registry.get_device(device_id)
+        except NotFoundError:
+            return False
+        if action == "quarantine":
+            if record.state is not DeviceState.ENABLED:
+                return False
+            await self._registry.set_state(device_id, DeviceState.QUARANTINED)
+        elif action == "disable":
+            if record.state is DeviceState.DISABLED:
+                return False
+            await self._registry.set_state(device_id, DeviceState.DISABLED)
+        else:  # revoke
+            await self._revoke(record)
+        await self._audit_record(f"playbook-{action}", target=device_id, reason=alert.alert_id)
+        return True
+
+    async def _revoke(self, record: DeviceRecord) -> None:
+        """Take the identity's credentials away: certificates revoked, SAS keys replaced."""
+        if self._authority is not None:
+            await self._authority.revoke_device(record.device_id, "keyCompromise")
+        if record.auth_kind is AuthKind.SAS:
+            # New random keys nobody learns: an operator rotates again to hand out a new key.
+            for slot in KEY_SLOTS:
+                await self._registry.rotate_key(record.device_id, slot)
+
+    async def _audit_record(
+        self, action: str, *, target: str, reason: str, outcome: str = "ok"
+    ) -> None:
+        if self._audit is None:
+            return
+        try:
+            await self._audit.record(
+                actor_kind="hub",
+                actor="monitor",
+                action=action,
+                target=target,
+                outcome=outcome,
+                reason=reason,
+            )
+        except (StorageError, ValidationError):
+            logger.exception("could not audit %s target=%s", action, target)
+
+    # --- notification sinks -------------------------------------------------------------------
+    def _notify(self, alert: AlertRecord) -> None:
+        document = alert_document(alert)
+        if self._config.alert_file:
+            try:
+                path = Path(self._config.alert_file)
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(document, sort_keys=True) + "\n")
+            except OSError:
+                logger.exception("cannot append the alert to %s", self._config.alert_file)
+        if self._webhook_key is not None:
+            try:
+                self._notify_queue.put_nowait(document)
+            except asyncio.QueueFull:
+                logger.error(  # noqa: TRY400 - a full queue, not an error of ours
+                    "webhook queue full; alert %s not sent", alert.alert_id
+                )
+
+    async def _notifier(self) -> None:
+        while True:
+            document = await self._notify_queue.get()
+            body = json.dumps(document, sort_keys=True).encode()
+            delay = 1.0
+            for attempt in range(1, self._config.webhook_attempts + 1):
+                try:
+                    await asyncio.to_thread(self._post, body)
+                    break
+                except OSError as exc:
+                    logger.warning("webhook attempt %d failed: %s", attempt, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
+            else:
+                logger.error("webhook gave up on alert %s", document.get("alertId"))
+
+    def _post(self, body: bytes) -> None:
+        assert self._webhook_key is not None
+        signature = hmac.new(self._webhook_key, body, hashlib.sha256).hexdigest()
+        request = urllib.request.Request(  # noqa: S310 - https only, checked at start
+            self._config.webhook_url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "X-Ironhub-Signature": f"sha256={signature}",
+            },
+        )
+        with urllib.request.urlopen(  # noqa: S310 - https only, checked at start
+            request, timeout=10, context=self._webhook_tls
+        ) as response:
+            if response.status >= 300:
+                raise OSError(f"webhook answered {response.status}")
+
+    # --- operators ----------------------------------------------------------------------------
+    async def list_alerts(
+        self,
+        *,
+        device_id: str | None = None,
+        state: AlertState | None = None,
+        after: str = "",
+        limit: int = 100,
+    ) -> list[AlertRecord]:
+        """Alerts, oldest first.
+
+        Raises:
+            StorageError: storage failed.
+        """
+        return await self._storage.list_alerts(
+            device_id=device_id, state=state, after=after, limit=limit
+        )
+
+    async def get_alert(self, alert_id: str) -> AlertRecord:
+        """One alert.
+
+        Raises:
+            NotFoundError: no such alert.
+            StorageError: storage failed.
+        """
+        alert = await self._storage.get_alert(alert_id)
+        if alert is None:
+            raise NotFoundError(f"alert {alert_id!r} does not exist")
+        return alert
+
+    async def set_state(self, alert_id: str, state: AlertState, *, actor: str) -> AlertRecord:
+        """Acknowledge or resolve an alert.
+
+        Resolving an acknowledged one is allowed; nothing goes back to open (a new finding
+        after the suppression window opens a new alert).
+
+        Raises:
+            ValidationError: the change is not allowed (a resolved alert, or back to open).
+            NotFoundError: no such alert.
+            ConflictError: it kept changing concurrently.
+            StorageError: storage failed.
+        """
+        if state is AlertState.OPEN:
+            raise ValidationError("an alert cannot be reopened")
+        for _ in range(_UPDATE_ATTEMPTS):
+            alert = await self.get_alert(alert_id)
+            if alert.state is AlertState.RESOLVED:
+                raise ValidationError("the alert is resolved already")
+            if alert.state is state:
+                return alert
+            now = self._clock.time()
+            changed = _replace(
+                alert,
+                state=state,
+                updated_at=now,
+                acknowledged_by=actor
+                if state is AlertState.ACKNOWLEDGED
+                else alert.acknowledged_by,
+                resolved_by=actor if state is AlertState.RESOLVED else alert.resolved_by,
+            )
+            try:
+                await self._storage.update_alert(
+                    _next_version(changed), expected_version=alert.version
+                )
+            except ConflictError:
+                continue
+            return _next_version(changed)
+        raise ConflictError(f"alert {alert_id!r} keeps changing; try again")
+
+    async def release(self, device_id: str) -> DeviceRecord:
+        """End a device's quarantine (its telemetry is accepted again at once).
+
+        Raises:
+            ValidationError: the device is not quarantined.
+            NotFoundError: no such device.
+            StorageError: storage failed.
+        """
+        record = await self._registry.get_device(device_id)
+        if record.state is not DeviceState.QUARANTINED:
+            raise ValidationError(f"device {device_id!r} is not quarantined")
+        return await self._registry.set_state(device_id, DeviceState.ENABLED)
+
+
+def alert_document(alert: AlertRecord) -> dict[str, Any]:
+    """The JSON form of an alert for the sinks (the API's view, camelCase)."""
+    try:
+        details = json.loads(alert.details)
+    except ValueError:
+        details = {}
+    return {
+        "alertId": alert.alert_id,
+        "alertType": alert.alert_type,
+        "severity": alert.severity,
+        "deviceId": alert.device_id,
+        "detector": alert.detector,
+        "summary": alert.summary,
+        "state": alert.state.value,
+        "createdAt": alert.created_at,
+        "lastSeenAt": alert.last_seen_at,
+        "count": alert.count,
+        "evidence": list(alert.evidence),
+        "details": details,
+        "actions": list(alert.actions),
+    }
+
+
+def _alert_id(now: float) -> str:
+    # Sorts by creation time (list order), unique by its random tail.
+    return f"al_{int(now * 1000):014d}_{secrets.token_hex(4)}"
+
+
+def _replace(alert: AlertRecord, **changes: Any) -> AlertRecord:  # noqa: ANN401
+    return dataclasses.replace(alert, **changes)
+
+
+def _next_version(alert: AlertRecord) -> AlertRecord:
+    return _replace(alert, version=alert.version + 1)
