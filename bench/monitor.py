@@ -27,9 +27,9 @@ import sys
 import time
 
 from ironhub.monitor.detectors import (
+    DetectorsConfig,
     DetectorSet,
     InventoryBaselineConfig,
-    MonitorConfig,
     all_detectors,
 )
 from ironhub.monitor.model import SecurityEvent
@@ -38,7 +38,7 @@ START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 # A baseline for every package of the inventories below, so the inventory detector compares
 # 60 versions per report instead of finding nothing to do.
-CONFIG = MonitorConfig(
+CONFIG = DetectorsConfig(
     inventory_baseline=InventoryBaselineConfig(
         minimum_os_versions={"Debian": "12.2"},
         minimum_kernel_version="6.1.0-15",

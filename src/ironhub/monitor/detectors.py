@@ -106,13 +106,13 @@ __all__ = [
     "BruteForceDetector",
     "DetectorSet",
     "DetectorStatistics",
+    "DetectorsConfig",
     "FlappingConfig",
     "FlappingDetector",
     "InventoryBaselineConfig",
     "InventoryBaselineDetector",
     "MasqueradeConfig",
     "MasqueradeDetector",
-    "MonitorConfig",
     "NewNetworkConfig",
     "NewNetworkDetector",
     "PhysicalAccessConfig",
@@ -1833,7 +1833,7 @@ class SilenceDetector:
 
 
 @dataclass(frozen=True, slots=True)
-class MonitorConfig:
+class DetectorsConfig:
     """The settings of every detector (defaults documented on each config class)."""
 
     tamper: TamperConfig = field(default_factory=TamperConfig)
@@ -1848,9 +1848,9 @@ class MonitorConfig:
     silence: SilenceConfig = field(default_factory=SilenceConfig)
 
 
-def all_detectors(config: MonitorConfig | None = None) -> list[Detector]:
+def all_detectors(config: DetectorsConfig | None = None) -> list[Detector]:
     """One of each detector, configured by ``config`` (defaults when ``None``)."""
-    config = config or MonitorConfig()
+    config = config or DetectorsConfig()
     return [
         TamperDetector(config.tamper),
         PhysicalAccessDetector(config.physical_access),

@@ -38,7 +38,7 @@ DEVICE_EVENT_KINDS = frozenset(
 HUB_EVENT_KINDS = frozenset(
     {
         "auth-failed",  # a CONNECT refused (fields: reason, client_id)
-        "connected",  # a device session began (fields: peer)
+        "connected",  # a device session began (source: the peer's host)
         "disconnected",  # it ended (fields: reason)
         "takeover",  # a second connection of the same identity (fields: old_peer, new_peer)
         "message",  # one telemetry message (fields: bytes)

@@ -25,6 +25,7 @@ from ironhub.monitor.detectors import (
     AntimalwareDetector,
     BruteForceConfig,
     BruteForceDetector,
+    DetectorsConfig,
     DetectorSet,
     DetectorStatistics,
     FlappingConfig,
@@ -33,7 +34,6 @@ from ironhub.monitor.detectors import (
     InventoryBaselineDetector,
     MasqueradeConfig,
     MasqueradeDetector,
-    MonitorConfig,
     NewNetworkConfig,
     NewNetworkDetector,
     PhysicalAccessConfig,
@@ -184,7 +184,7 @@ FIELD_NAMES = sorted(
 
 def everything() -> list[Detector]:
     """All detectors with a baseline configured, so the inventory detector has work."""
-    config = MonitorConfig(
+    config = DetectorsConfig(
         inventory_baseline=InventoryBaselineConfig(
             minimum_os_versions={"Debian": "12.0"},
             minimum_kernel_version="6.1",
@@ -1493,7 +1493,7 @@ def test_silence_config_is_checked() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# DetectorSet, all_detectors, MonitorConfig
+# DetectorSet, all_detectors, DetectorsConfig
 
 
 NAMES = [
@@ -1520,7 +1520,7 @@ def test_all_detectors_are_detectors_with_unique_names() -> None:
 
 
 def test_monitor_config_reaches_each_detector() -> None:
-    config = MonitorConfig(brute_force=BruteForceConfig(failures_per_identity=2))
+    config = DetectorsConfig(brute_force=BruteForceConfig(failures_per_identity=2))
     detectors = DetectorSet(all_detectors(config))
     found = detectors.observe(fail(T0)) + detectors.observe(fail(T0 + 1))
     assert types(found) == ["brute-force"]
