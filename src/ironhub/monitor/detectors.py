@@ -419,6 +419,25 @@ class _WindowCounter:
 # Tamper
 
 
+class _Stateless:
+    """What a detector that judges each report on its own has in common: no time, no state."""
+
+    def tick(self, now: float) -> list[Finding]:  # noqa: ARG002 - nothing is time-driven
+        """Nothing happens with time."""
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        """No state."""
+        return {"v": _SNAPSHOT_VERSION}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """No state to restore."""
+
+    def statistics(self) -> DetectorStatistics:
+        """Nothing is tracked."""
+        return DetectorStatistics(tracked_keys=0)
+
+
 @dataclass(frozen=True, slots=True)
 class TamperConfig:
     """Tamper detector settings.
@@ -435,7 +454,7 @@ class TamperConfig:
     return_states: frozenset[str] = frozenset({"closed", "replaced", "cleared"})
 
 
-class TamperDetector:
+class TamperDetector(_Stateless):
     """Every ``tamper`` event is a finding, even a garbled one (stateless)."""
 
     name = "tamper"
@@ -467,21 +486,6 @@ class TamperDetector:
                 **_flagged(event),
             )
         ]
-
-    def tick(self, now: float) -> list[Finding]:  # noqa: ARG002 - nothing is time-driven
-        """Nothing happens with time."""
-        return []
-
-    def snapshot(self) -> dict[str, Any]:
-        """No state."""
-        return {"v": _SNAPSHOT_VERSION}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """No state to restore."""
-
-    def statistics(self) -> DetectorStatistics:
-        """Nothing is tracked."""
-        return DetectorStatistics(tracked_keys=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -696,7 +700,7 @@ class AntimalwareConfig:
         _positive("AntimalwareConfig", max_definitions_age_hours=self.max_definitions_age_hours)
 
 
-class AntimalwareDetector:
+class AntimalwareDetector(_Stateless):
     """Disabled engine, stale definitions, detections: per report (stateless)."""
 
     name = "antimalware"
@@ -765,21 +769,6 @@ class AntimalwareDetector:
             )
         return findings
 
-    def tick(self, now: float) -> list[Finding]:  # noqa: ARG002 - nothing is time-driven
-        """Nothing happens with time."""
-        return []
-
-    def snapshot(self) -> dict[str, Any]:
-        """No state."""
-        return {"v": _SNAPSHOT_VERSION}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """No state to restore."""
-
-    def statistics(self) -> DetectorStatistics:
-        """Nothing is tracked."""
-        return DetectorStatistics(tracked_keys=0)
-
 
 # ---------------------------------------------------------------------------------------------
 # Inventory below baseline
@@ -841,7 +830,7 @@ class InventoryBaselineConfig:
     max_listed: int = 5
 
 
-class InventoryBaselineDetector:
+class InventoryBaselineDetector(_Stateless):
     """An inventory report with anything below its configured minimum version (stateless)."""
 
     name = "inventory-baseline"
@@ -912,21 +901,6 @@ class InventoryBaselineDetector:
                 **_flagged(event),
             )
         ]
-
-    def tick(self, now: float) -> list[Finding]:  # noqa: ARG002 - nothing is time-driven
-        """Nothing happens with time."""
-        return []
-
-    def snapshot(self) -> dict[str, Any]:
-        """No state."""
-        return {"v": _SNAPSHOT_VERSION}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """No state to restore."""
-
-    def statistics(self) -> DetectorStatistics:
-        """Nothing is tracked."""
-        return DetectorStatistics(tracked_keys=0)
 
 
 # ---------------------------------------------------------------------------------------------
