@@ -27,9 +27,13 @@ from tests.support.mqtt_client import ConnectRefused, SasCredentials, TestDevice
 
 from ironhub import pki
 from ironhub.cli.client import HubClient
+from ironhub.clock import SYSTEM_CLOCK
 from ironhub.codec.mqtt import ConnectReturnCode, PubAck, Publish
+from ironhub.config import StorageConfig
+from ironhub.errors import ConfigError
 from ironhub.server import RunningHub
 from ironhub.storage.interfaces import AlertRecord, AlertState, DeviceState, Stream
+from ironhub.storage.sqlite import SQLiteStorage
 
 pytestmark = pytest.mark.asyncio
 
@@ -260,3 +264,63 @@ async def test_notify_posts_signed_alerts_to_a_webhook_and_retries(
         expected = hmac.new(secret.read_bytes(), body, hashlib.sha256).hexdigest()
         assert headers["X-Ironhub-Signature"] == f"sha256={expected}"
         assert json.loads(body)["alertType"] == "tamper"
+
+
+async def test_disable_and_revoke_playbooks(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(monitor_playbooks="tamper:disable; malware-detected:revoke")
+    kit = DeviceKit(hub)
+    a = await kit.create_sas("case-a")
+    b = await kit.create_sas("case-b")
+    dev_a = await kit.connect(a)
+    dev_b = await kit.connect(b)
+    await _publish(dev_a, SECURITY_TOPIC.format("case-a"), _security("tamper", state="opened"))
+    await _wait_state(hub, "case-a", DeviceState.DISABLED)
+    assert await dev_a.wait_closed(1.0)  # disabling drops the session at once
+    detections = [{"name": "Mirai", "path": "/tmp/x"}]
+    await _publish(
+        dev_b,
+        SECURITY_TOPIC.format("case-b"),
+        _security("antimalware", engine="clam", enabled=True, detections=detections),
+    )
+    await _wait_alert(hub, "case-b", "malware-detected", 2.0)
+    assert await dev_b.wait_closed(2.0)  # its keys were replaced: the session is gone
+    with pytest.raises(ConnectRefused):
+        await kit.connect(b)  # the old key no longer works
+    actions = await _audit_actions(hub)
+    assert ("playbook-disable", "case-a") in actions
+    assert ("playbook-revoke", "case-b") in actions
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"monitor_playbooks": "tamper:explode"}, "unknown playbook action"),
+        ({"monitor_webhook_url": "http://127.0.0.1:9/hook"}, "only https://"),
+        ({"monitor_webhook_url": "https://127.0.0.1:9/hook"}, "webhook_secret_file"),
+    ],
+)
+async def test_bad_monitor_settings_refuse_the_start(
+    hub_factory: HubFactory, settings: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        await hub_factory(**settings)
+
+
+async def test_unreadable_monitor_state_starts_the_detectors_afresh(
+    hub_factory: HubFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "hub"
+    hub = await hub_factory(data_dir=data)
+    await hub.stop()
+    # Damage the saved detector state while the hub is down.
+    storage = SQLiteStorage(data / "ironhub.db", StorageConfig(), SYSTEM_CLOCK)
+    await storage.open()
+    await storage.put_monitor_state("detectors", "{not json")
+    await storage.close()
+    hub = await hub_factory(data_dir=data)  # logs the problem, does not refuse to start
+    assert "monitor state unreadable" in caplog.text
+    kit = DeviceKit(hub)
+    device = await kit.connect(await kit.create_sas("fresh-1"))
+    await _publish(device, SECURITY_TOPIC.format("fresh-1"), _security("tamper", state="opened"))
+    await _wait_alert(hub, "fresh-1", "tamper", 1.0)
+    await device.close()

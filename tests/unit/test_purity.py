@@ -29,6 +29,7 @@ PURE = (
     SRC / "access" / "policy.py",
     SRC / "access" / "roles.py",
     SRC / "access" / "_common_passwords.py",
+    SRC / "monitor" / "alerts.py",
     SRC / "monitor" / "detectors.py",
     SRC / "monitor" / "events.py",
     SRC / "monitor" / "model.py",
