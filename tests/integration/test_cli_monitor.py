@@ -183,3 +183,18 @@ async def test_a_hub_without_the_monitor(hub_factory: HubFactory) -> None:
     hub = await hub_factory(monitor_enabled="false")
     for args in (("alerts", "list"), ("alerts", "ack", "al_x"), ("device", "release", "dev-q")):
         assert_one_line_error(await run(hub, *args), 1, "security monitoring is disabled")
+
+
+async def test_maintenance_open(hub: RunningHub) -> None:
+    await hub.services.registry.create_device("dev-m")
+    answer = await run_json(hub, "maintenance", "open", "dev-m", "--for", "2h")
+    assert answer["deviceId"] == "dev-m"
+    assert answer["endsAt"] - answer["startsAt"] == 7200
+    human = await run(hub, "maintenance", "open", "dev-m", "--for", "30m")
+    assert human.exit_code == 0, human.stderr
+    assert "Until (UTC)" in human.stdout
+    too_long = await run(hub, "maintenance", "open", "dev-m", "--for", "8d")
+    assert_one_line_error(too_long, 1, "at most")
+    unknown = await run(hub, "maintenance", "open", "ghost", "--for", "1h")
+    assert unknown.exit_code != 0 and "ghost" in unknown.stderr
+    assert_usage_error(await run(hub, "maintenance", "open", "dev-m", "--for", "7"), "duration")

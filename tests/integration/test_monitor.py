@@ -324,3 +324,26 @@ async def test_unreadable_monitor_state_starts_the_detectors_afresh(
     await _publish(device, SECURITY_TOPIC.format("fresh-1"), _security("tamper", state="opened"))
     await _wait_alert(hub, "fresh-1", "tamper", 1.0)
     await device.close()
+
+
+async def test_a_maintenance_window_lets_planned_usb_work_pass(hub_factory: HubFactory) -> None:
+    hub = await hub_factory()
+    kit = DeviceKit(hub)
+    planned = await kit.connect(await kit.create_sas("kiosk-1"))
+    unplanned = await kit.connect(await kit.create_sas("kiosk-2"))
+    answer = await asyncio.to_thread(
+        _client(hub).request,
+        "POST",
+        "/devices/kiosk-1/maintenance",
+        json_body={"durationSeconds": 600},
+    )
+    assert answer["endsAt"] - answer["startsAt"] == 600
+    usb = _security("usb", action="attached", vendor="0781", product="5567")
+    await _publish(planned, SECURITY_TOPIC.format("kiosk-1"), usb)
+    await _publish(unplanned, SECURITY_TOPIC.format("kiosk-2"), usb)
+    await _wait_alert(hub, "kiosk-2", "usb-outside-maintenance", 1.0)
+    await asyncio.sleep(0.2)
+    assert await _alerts(hub, "kiosk-1") == []
+    assert ("maintenance-window", "kiosk-1") in await _audit_actions(hub)
+    await planned.close()
+    await unplanned.close()

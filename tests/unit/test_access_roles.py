@@ -486,7 +486,9 @@ ROUTE_PERMISSIONS: dict[str, Permission | None] = {
     "resolveAlert": P.ALERTS_MANAGE,
     # Ending a quarantine turns a device's telemetry back on: a change of device state.
     "releaseDevice": P.DEVICES_STATE,
+    "openMaintenanceWindow": P.DEVICES_STATE,
     "releaseModule": P.DEVICES_STATE,
+    "auditFleet": P.AUDIT_READ,
 }
 
 

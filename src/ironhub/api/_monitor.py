@@ -36,6 +36,8 @@ from ironhub.api.schemas import (
     AlertView,
     ChangeAlertRequest,
     DeviceView,
+    MaintenanceRequest,
+    MaintenanceView,
     ModuleView,
     SeverityName,
 )
@@ -233,6 +235,22 @@ async def release_device(ctx: Context) -> Response:
     return json_response(view)
 
 
+async def open_maintenance(ctx: Context) -> Response:
+    """``POST /devices/{device_id}/maintenance``: a window for planned physical work.
+
+    USB devices and console logins on the device raise no alert inside it (the detector's
+    rule); everything else is watched as always. The window is recorded in the audit log.
+    """
+    device_id = ctx.path_param("device_id")
+    split_identity(device_id)
+    body = await ctx.body(MaintenanceRequest)
+    starts_at = body.starts_at if body.starts_at is not None else ctx.services.clock.time()
+    ends_at = starts_at + body.duration_seconds
+    await _monitor(ctx).open_maintenance_window(device_id, starts_at=starts_at, ends_at=ends_at)
+    await ctx.audit("maintenance-window", device_id)
+    return json_response(MaintenanceView(device_id=device_id, starts_at=starts_at, ends_at=ends_at))
+
+
 # --- the route table --------------------------------------------------------------------------
 
 _P = Permission
@@ -298,6 +316,17 @@ MONITOR_OPERATIONS: tuple[Operation, ...] = (
         handler=release_device,
         response=DeviceView,
         errors=(400, 404),
+    ),
+    Operation(
+        method="POST",
+        path="/devices/{device_id}/maintenance",
+        operation_id="openMaintenanceWindow",
+        summary="Open a maintenance window: USB and console logins raise no alert in it",
+        permission=_P.DEVICES_STATE,
+        handler=open_maintenance,
+        request=MaintenanceRequest,
+        response=MaintenanceView,
+        errors=(400, 404, 413, 415),
     ),
     Operation(
         method="POST",

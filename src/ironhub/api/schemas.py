@@ -78,6 +78,8 @@ __all__ = [
     "EnrollmentView",
     "ErrorBody",
     "ErrorDetail",
+    "FleetAuditView",
+    "FleetFindingView",
     "HealthView",
     "InvokeMethodRequest",
     "MessagePage",
@@ -734,6 +736,34 @@ class RevokedCertificatesView(_Response, rename="camel"):
     revoked: list[str]
 
 
+# --- fleet audit -------------------------------------------------------------------------------
+
+
+class FleetFindingView(_Response, rename="camel"):
+    """One finding of the fleet audit (:mod:`ironhub.monitor.fleet` lists the checks).
+
+    ``subject`` names what it is about (an identity, several, an account, a setting);
+    ``problem`` and ``fix`` are one sentence each and never hold a secret.
+    """
+
+    check: str
+    severity: SeverityName
+    subject: str
+    problem: str
+    fix: str
+
+
+class FleetAuditView(_Response, rename="camel"):
+    """The fleet audit: findings most severe first, when it ran, what it looked at.
+
+    ``devices`` counts the identities audited, devices and modules.
+    """
+
+    findings: list[FleetFindingView]
+    checked_at: float
+    devices: int
+
+
 # --- security monitoring -----------------------------------------------------------------------
 
 AlertStateName = Literal["open", "acknowledged", "resolved"]
@@ -783,3 +813,22 @@ class AlertList(_Response, rename="camel"):
 
     alerts: list[AlertView]
     next_after: str | None
+
+
+class MaintenanceRequest(_Request, rename="camel"):
+    """Open a maintenance window: USB devices and console logins pass unalerted in it.
+
+    ``startsAt`` (Unix seconds) defaults to now; the window lasts ``durationSeconds`` (at
+    most a week).
+    """
+
+    duration_seconds: int
+    starts_at: float | None = None
+
+
+class MaintenanceView(_Response, rename="camel"):
+    """A maintenance window that was opened."""
+
+    device_id: str
+    starts_at: float
+    ends_at: float

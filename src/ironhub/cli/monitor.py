@@ -1,4 +1,6 @@
-"""Security alerts in the CLI: ``ironhub alerts list|show|ack|resolve`` (issue 6).
+"""Security alerts and maintenance windows in the CLI (issue 6).
+
+``ironhub alerts list|show|ack|resolve`` and ``ironhub maintenance open ID --for DURATION``.
 
 Entry points only: the rules are the hub's (:mod:`ironhub.monitor`), the HTTP calls
 :class:`~ironhub.cli.client.HubClient`'s. Ending a device's quarantine is ``ironhub device
@@ -16,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ironhub.cli.main import Output, _client_options, _when, cli, safe
-from ironhub.cli.provisioning import _after_option, _limit_option, _pages, _quote
+from ironhub.cli.provisioning import _DURATION_TYPE, _after_option, _limit_option, _pages, _quote
 
 if TYPE_CHECKING:
     from ironhub.cli.client import HubClient
 
-__all__ = ["alerts"]
+__all__ = ["alerts", "maintenance"]
 
 _STATES = ("open", "acknowledged", "resolved")
 _ALERT_COLUMNS = (
@@ -155,3 +157,37 @@ def alerts_ack(client: HubClient, out: Output, alert_id: str) -> None:
 def alerts_resolve(client: HubClient, out: Output, alert_id: str) -> None:
     """Resolve an alert (final); a quarantine it caused stays until released."""
     _change(client, out, alert_id, "resolve")
+
+
+@cli.group()
+def maintenance() -> None:
+    """Maintenance windows: planned physical work that raises no USB or console-login alert."""
+
+
+@maintenance.command("open")
+@click.argument("device_id", metavar="ID")
+@click.option(
+    "--for",
+    "duration",
+    type=_DURATION_TYPE,
+    required=True,
+    help="How long the window stays open, e.g. 30m, 2h (at most 7d).",
+)
+@_client_options
+def maintenance_open(client: HubClient, out: Output, device_id: str, duration: int) -> None:
+    """Open a maintenance window on a device, starting now."""
+    answer = client.request(
+        "POST",
+        f"/devices/{_quote(device_id, 'device id')}/maintenance",
+        json_body={"durationSeconds": duration},
+    )
+    if out.as_json:
+        out.json(answer)
+        return
+    out.fields(
+        [
+            ("Device", safe(answer["deviceId"])),
+            ("From (UTC)", _when(answer["startsAt"])),
+            ("Until (UTC)", _when(answer["endsAt"])),
+        ]
+    )

@@ -66,13 +66,15 @@ if TYPE_CHECKING:
     from ironhub.storage.interfaces import DeviceRecord, Storage, StoredMessage
     from ironhub.streams.log import MessageLog
 
-__all__ = ["MonitorService", "MonitorStatistics"]
+__all__ = ["MAX_MAINTENANCE_SECONDS", "MonitorService", "MonitorStatistics"]
 
 logger = logging.getLogger(__name__)
 
 _STATE_NAME: Final = "detectors"
 _CATCH_UP_PAGE: Final = 1000
 _SUBSCRIPTION_QUEUE: Final = 20_000
+#: The longest maintenance window an operator may open (a week).
+MAX_MAINTENANCE_SECONDS: Final = 7 * 86400.0
 #: Attempts of an alert update that keeps losing to a concurrent change (an operator's ack).
 _UPDATE_ATTEMPTS: Final = 3
 
@@ -526,6 +528,31 @@ class MonitorService:
                 continue
             return _next_version(changed)
         raise ConflictError(f"alert {alert_id!r} keeps changing; try again")
+
+    async def open_maintenance_window(
+        self, device_id: str, *, starts_at: float, ends_at: float
+    ) -> None:
+        """Let USB devices and console logins on ``device_id`` pass unalerted in a window.
+
+        The window is part of the detectors' saved state (it survives a restart) and is saved
+        at once.
+
+        Raises:
+            ValidationError: the window is empty, longer than :data:`MAX_MAINTENANCE_SECONDS`,
+                or ends in the past.
+            NotFoundError: no such device.
+            StorageError: storage failed.
+        """
+        if not starts_at < ends_at or ends_at - starts_at > MAX_MAINTENANCE_SECONDS:
+            raise ValidationError(
+                f"a maintenance window lasts more than 0 and at most {MAX_MAINTENANCE_SECONDS:g} s"
+            )
+        if ends_at <= self._clock.time():
+            raise ValidationError("the maintenance window ends in the past")
+        await self._registry.get_device(device_id)
+        async with self._lock:
+            self._detectors.set_maintenance_window(device_id, starts_at, ends_at)
+        await self._save()
 
     async def release(self, device_id: str) -> DeviceRecord:
         """End a device's quarantine (its telemetry is accepted again at once).
