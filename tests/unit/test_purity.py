@@ -33,6 +33,7 @@ PURE = (
     SRC / "monitor" / "detectors.py",
     SRC / "monitor" / "events.py",
     SRC / "monitor" / "model.py",
+    SRC / "monitor" / "fleet.py",
 )
 
 # Each entry forbids the module and its submodules.

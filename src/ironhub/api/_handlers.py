@@ -30,6 +30,7 @@ from starlette.responses import Response
 from ironhub.access.roles import Permission
 from ironhub.api._access import ACCESS_OPERATIONS
 from ironhub.api._audit import AUDIT_OPERATIONS
+from ironhub.api._fleet import FLEET_OPERATIONS
 from ironhub.api._http import RequestError, check_json_depth, json_response, too_deep
 from ironhub.api._monitor import MONITOR_OPERATIONS
 from ironhub.api._provisioning import PROVISIONING_OPERATIONS
@@ -1183,4 +1184,6 @@ OPERATIONS: tuple[Operation, ...] = (
     *PROVISIONING_OPERATIONS,
     # Security alerts and the end of a quarantine (api/_monitor.py).
     *MONITOR_OPERATIONS,
+    # The fleet audit (api/_fleet.py).
+    *FLEET_OPERATIONS,
 )

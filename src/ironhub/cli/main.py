@@ -8,7 +8,9 @@ JSON with ``--json`` (``messages tail --json`` writes one JSON object per line).
 Exit codes: 0 success, 1 API or network error, 2 usage error (including local files that are
 missing or unusable, and malformed JSON arguments), 3 authentication error (no token, token
 refused, role insufficient), 4 the device is offline or does not listen for direct methods,
-5 the device did not answer a direct method in time. Errors are one line on stderr,
+5 the device did not answer a direct method in time (for ``audit-fleet``: findings at or above
+``--min-severity``), 3 also for ``audit verify`` when the log does not verify. Errors are one
+line on stderr,
 ``error: ...``, never a traceback.
 
 Identities: ``twin``, ``device invoke``, ``device release`` and ``c2d list``/``purge`` take
@@ -1441,5 +1443,6 @@ def connections(client: HubClient, out: Output) -> None:
 from ironhub.cli import access as _access_commands  # noqa: E402, F401
 from ironhub.cli import audit as _audit_commands  # noqa: E402, F401
 from ironhub.cli import custody as _custody_commands  # noqa: E402, F401
+from ironhub.cli import fleet as _fleet_commands  # noqa: E402, F401
 from ironhub.cli import monitor as _monitor_commands  # noqa: E402, F401
 from ironhub.cli import provisioning as _provisioning_commands  # noqa: E402, F401
