@@ -256,6 +256,9 @@ class MonitorConfig:
     snapshot_interval_seconds: float = 5.0
     #: Time-driven detectors (a silent security stream) are woken this often.
     tick_interval_seconds: float = 1.0
+    #: The fleet audit (ironhub audit-fleet) also runs on its own this often; its high and
+    #: critical findings become alerts (``fleet-<check>``). 0: only on demand.
+    fleet_audit_interval_seconds: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)

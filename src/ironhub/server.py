@@ -70,6 +70,8 @@ from ironhub.hub.methods import MethodService
 from ironhub.hub.tls import ServerTLSFiles, build_server_context
 from ironhub.hub.twins import TwinService
 from ironhub.metrics import Metrics
+from ironhub.monitor.fleet import FleetFinding
+from ironhub.monitor.fleet_service import FleetAuditor
 from ironhub.monitor.service import MonitorService
 from ironhub.provisioning.authority import DeviceAuthority
 from ironhub.provisioning.service import ProvisioningService
@@ -515,6 +517,10 @@ class RunningHub:
         await _close_services(self.services)
 
 
+async def _fleet_findings(auditor: FleetAuditor) -> list[FleetFinding]:
+    return (await auditor.audit()).findings
+
+
 async def _audit_hub_event(services: Services, action: str) -> None:
     if services.audit is not None:
         await services.audit.record(actor_kind="hub", actor="hub", action=action)
@@ -558,6 +564,10 @@ async def start_hub(config: HubConfig, *, clock: Clock = SYSTEM_CLOCK) -> Runnin
         services.c2d.start()
     if services.monitor is not None:
         await services.monitor.start()
+        auditor = FleetAuditor(services)
+        services.monitor.schedule_fleet_audit(
+            lambda: _fleet_findings(auditor), config.monitor.fleet_audit_interval_seconds
+        )
 
     app = create_app(services)
     api_config = uvicorn.Config(

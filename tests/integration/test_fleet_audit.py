@@ -352,3 +352,27 @@ async def test_the_cli_says_so_when_nothing_is_found(
     result = await run(hub, "audit-fleet", "--min-severity", "low")
     assert result.exit_code == 0, result.stderr
     assert "No findings (0 identities checked)." in result.stdout
+
+
+async def test_the_scheduled_audit_turns_serious_findings_into_alerts(
+    hub_factory: HubFactory,
+) -> None:
+    hub = await hub_factory(monitor_fleet_audit_interval_seconds="0.2")
+    shared = secrets.token_bytes(32)
+    await _seed_sas(hub, "twin-a", shared, age_days=1)
+    await _seed_sas(hub, "twin-b", shared, age_days=1)
+    monitor = hub.services.monitor
+    assert monitor is not None
+    for _ in range(100):
+        alerts = await monitor.list_alerts()
+        if any(a.alert_type == "fleet-shared-credentials" for a in alerts):
+            break
+        await asyncio.sleep(0.05)
+    [alert] = [a for a in alerts if a.alert_type == "fleet-shared-credentials"]
+    assert alert.severity == "critical" and alert.device_id is None
+    assert "twin-a, twin-b" in alert.summary
+    # Medium and low findings (no witness file, file keys) raise no alert.
+    assert all(a.severity in ("high", "critical") for a in alerts)
+    await asyncio.sleep(0.5)  # later runs merge into the open alert instead of opening more
+    again = [a for a in await monitor.list_alerts() if a.alert_type == "fleet-shared-credentials"]
+    assert len(again) == 1 and again[0].count > 1

@@ -52,15 +52,19 @@ from ironhub.monitor.alerts import (
     parse_playbooks,
 )
 from ironhub.monitor.detectors import DetectorSet
+from ironhub.monitor.model import Finding, Severity
 from ironhub.registry.service import KEY_SLOTS
 from ironhub.storage.interfaces import AlertRecord, AlertState, AuthKind, DeviceState, Stream
 from ironhub.streams.log import SubscriberLagged
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from ironhub.audit.service import AuditLog
     from ironhub.clock import Clock
     from ironhub.config import MonitorConfig
-    from ironhub.monitor.model import Finding, SecurityEvent
+    from ironhub.monitor.fleet import FleetFinding
+    from ironhub.monitor.model import SecurityEvent
     from ironhub.provisioning.authority import DeviceAuthority
     from ironhub.registry.service import Registry
     from ironhub.storage.interfaces import DeviceRecord, Storage, StoredMessage
@@ -171,6 +175,40 @@ class MonitorService:
             loop.create_task(self._every(self._config.snapshot_interval_seconds, self._save)),
             loop.create_task(self._notifier(), name="monitor-notify"),
         ]
+
+    def schedule_fleet_audit(
+        self, run: Callable[[], Awaitable[Sequence[FleetFinding]]], seconds: float
+    ) -> None:
+        """Run the fleet audit every ``seconds`` (the first run after one interval).
+
+        Its high and critical findings become alerts of type ``fleet-<check>`` (one open
+        alert per check; its summary names the latest subject), so a risky configuration
+        reaches an operator like any other alert and is notified by the same playbook rules.
+        """
+        if seconds <= 0:
+            return
+        self._tasks.append(
+            asyncio.get_running_loop().create_task(
+                self._every(seconds, lambda: self._fleet_audit(run)), name="monitor-fleet"
+            )
+        )
+
+    async def _fleet_audit(self, run: Callable[[], Awaitable[Sequence[FleetFinding]]]) -> None:
+        now = self._clock.time()
+        for found in await run():
+            if found.severity not in (Severity.HIGH, Severity.CRITICAL):
+                continue
+            await self._handle(
+                Finding(
+                    detector="fleet-audit",
+                    alert_type=f"fleet-{found.check}",
+                    severity=found.severity,
+                    device_id=None,
+                    summary=f"{found.subject}: {found.problem}"[:500],
+                    time=now,
+                    details={"subject": found.subject[:256], "fix": found.fix[:500]},
+                )
+            )
 
     async def stop(self) -> None:
         """Stop following and save the state."""
