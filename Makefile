@@ -34,7 +34,7 @@ typecheck: $(VENV)/.test-installed
 	$(VENV)/bin/mypy
 
 # The pure packages (protocol and security rules) must keep 100 % branch coverage (STYLE.md).
-PURE := src/ironhub/codec/*,src/ironhub/pki/*,src/ironhub/registry/sealing.py,src/ironhub/registry/twin.py,src/ironhub/registry/query.py,src/ironhub/hub/ratelimit.py,src/ironhub/hub/outbound.py,src/ironhub/audit/_*,src/ironhub/audit/__init__.py,src/ironhub/access/policy.py,src/ironhub/access/roles.py,src/ironhub/monitor/model.py,src/ironhub/monitor/events.py,src/ironhub/monitor/detectors.py,src/ironhub/monitor/alerts.py,src/ironhub/monitor/fleet.py
+PURE := src/ironhub/codec/*,src/ironhub/pki/*,src/ironhub/registry/sealing.py,src/ironhub/registry/twin.py,src/ironhub/registry/query.py,src/ironhub/hub/ratelimit.py,src/ironhub/hub/outbound.py,src/ironhub/audit/_*,src/ironhub/audit/__init__.py,src/ironhub/access/policy.py,src/ironhub/access/roles.py,src/ironhub/monitor/model.py,src/ironhub/monitor/events.py,src/ironhub/monitor/detectors.py,src/ironhub/monitor/alerts.py,src/ironhub/monitor/fleet.py,src/ironhub/monitor/profiles.py,src/ironhub/monitor/advisories.py,src/ironhub/monitor/compliance.py
 
 test: $(VENV)/.test-installed $(SDK_VENV)/.installed lint typecheck
 	IRONHUB_SDK_PYTHON=$(abspath $(SDK_VENV))/bin/python $(VENV)/bin/pytest -n 2 -q \

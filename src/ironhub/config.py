@@ -259,6 +259,9 @@ class MonitorConfig:
     #: The fleet audit (ironhub audit-fleet) also runs on its own this often; its high and
     #: critical findings become alerts (``fleet-<check>``). 0: only on demand.
     fleet_audit_interval_seconds: float = 86400.0
+    #: The largest advisory file ``ironhub advisories import`` may send (OSV's per-ecosystem
+    #: ``all.zip`` for Debian is about 100 MB; the file is held in memory while it is read).
+    max_advisory_import_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ from ironhub.hub.twins import TwinService
 from ironhub.metrics import Metrics
 from ironhub.monitor.fleet import FleetFinding
 from ironhub.monitor.fleet_service import FleetAuditor
+from ironhub.monitor.posture_service import PostureService
 from ironhub.monitor.service import MonitorService
 from ironhub.provisioning.authority import DeviceAuthority
 from ironhub.provisioning.service import ProvisioningService
@@ -280,14 +281,25 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         clock=clock,
         config=config.provisioning,
     )
+    commands = CommandBus()
+    twins = TwinService(storage, registry, commands, clock, limits=config.limits, metrics=metrics)
+    posture = PostureService(storage, clock, registry, twins=twins)
     try:
         # Refuses a log that does not verify: the hub does not start on it (fail closed).
         await audit.open()
         await authority.open()
+        await posture.load()
         # Built here: a bad playbook or webhook setting refuses the start (ConfigError).
         monitor = (
             MonitorService(
-                storage, log, registry, clock, config.monitor, audit=audit, authority=authority
+                storage,
+                log,
+                registry,
+                clock,
+                config.monitor,
+                audit=audit,
+                authority=authority,
+                posture=posture,
             )
             if config.monitor.enabled
             else None
@@ -297,8 +309,6 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         await storage.close()
         keys.close()
         raise
-    commands = CommandBus()
-    twins = TwinService(storage, registry, commands, clock, limits=config.limits, metrics=metrics)
     return Services(
         config=config,
         clock=clock,
@@ -343,6 +353,7 @@ async def _open_services(config: HubConfig, clock: Clock) -> Services:
         ),
         keys=keys,
         monitor=monitor,
+        posture=posture,
     )
 
 

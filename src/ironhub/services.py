@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ironhub.hub.methods import MethodService
     from ironhub.hub.twins import TwinService
     from ironhub.metrics import Metrics
+    from ironhub.monitor.posture_service import PostureService
     from ironhub.monitor.service import MonitorService
     from ironhub.provisioning.service import ProvisioningService
     from ironhub.registry.service import Registry
@@ -69,5 +70,7 @@ class Services:
     operators: OperatorService | None = None
     provisioning: ProvisioningService | None = None
     monitor: MonitorService | None = None
+    #: Device profiles, advisories and the posture report (also when the monitor is off).
+    posture: PostureService | None = None
     #: The key custody (file or PKCS#11 token), closed with the services.
     keys: KeyMaterial | None = None

@@ -917,7 +917,8 @@ async def test_older_unknown_schema_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "sql",
     [
-        "UPDATE meta SET value = '7' WHERE key = 'schema_version'",
+        # Not the header's (current) version: derived, so that it stays wrong as versions grow.
+        f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}' WHERE key = 'schema_version'",
         "DELETE FROM meta WHERE key = 'application'",
         "DROP TABLE tokens",
     ],

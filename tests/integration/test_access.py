@@ -220,6 +220,8 @@ REPRESENTATIVE: dict[Permission, tuple[str, str, Any]] = {
     P.CERTIFICATES_REVOKE: ("POST", "/certificates/ABC/revoke", {}),
     P.ALERTS_READ: ("GET", "/alerts", None),
     P.ALERTS_MANAGE: ("POST", "/alerts/al_none/ack", {}),
+    P.POSTURE_READ: ("GET", "/profiles", None),
+    P.POSTURE_MANAGE: ("DELETE", "/profiles/none", None),
     P.ACCOUNT_SELF: ("POST", "/logout", None),
 }
 HUMAN_ROLES = (Role.VIEWER, Role.OPERATOR, Role.SECURITY_ADMIN, Role.ADMIN)

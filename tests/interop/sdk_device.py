@@ -87,6 +87,14 @@ def main() -> int:
             client.send_message(msg)
             emit(event="sent", n=i, message_id=msg.message_id)
             time.sleep(scenario.get("interval", 0))
+        # Security reports, marked the SDK's own way ($.ifid, the Defender-for-IoT marker).
+        for i, body in enumerate(scenario.get("security_messages", [])):
+            msg = Message(
+                json.dumps(body), content_encoding="utf-8", content_type="application/json"
+            )
+            msg.set_as_security_message()
+            client.send_message(msg)
+            emit(event="sent-security", n=i)
         if scenario.get("wait_disconnect"):
             emit(event="waiting")
             got = dropped.wait(scenario["wait_disconnect"])

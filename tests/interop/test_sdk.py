@@ -241,3 +241,67 @@ async def test_sdk_runs_from_its_own_interpreter() -> None:
         "import importlib.util,sys; sys.exit(importlib.util.find_spec('paho') is not None)",
     )
     assert await proc.wait() == 0
+
+
+async def test_sdk_security_messages_drive_profile_drift_and_advisories(
+    sdk_hub: RunningHub, run_sdk
+) -> None:
+    """The SDK's own security marker (``set_as_security_message``) feeds the detectors."""
+    created = await sdk_hub.services.registry.create_device("sdk-sec")
+    assert created.primary_key
+    token = sdk_hub.info.first_admin_token
+    assert token is not None
+    api = HubClient(sdk_hub.info.api_url, token, sdk_hub.info.ca_path)
+    profile = {"hardware": {"listening": ["tcp/22"], "interfaces": {"ethernet": 1}}}
+    await asyncio.to_thread(
+        api.request, "POST", "/profiles", json_body={"name": "gw", "profile": profile}
+    )
+    await asyncio.to_thread(
+        api.request, "POST", "/profiles/gw/assign", json_body={"deviceIds": ["sdk-sec"]}
+    )
+    advisory = {
+        "id": "GHSA-test-0001",
+        "modified": "2026-01-01T00:00:00Z",
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": "urllib3"},
+                "ranges": [
+                    {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.2.2"}]}
+                ],
+            }
+        ],
+        "database_specific": {"severity": "HIGH"},
+    }
+    await asyncio.to_thread(
+        api.request, "POST", "/advisories/import", raw_body=json.dumps(advisory).encode()
+    )
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ports = {
+        "event": "ports",
+        "time": now,
+        "listening": [{"protocol": "tcp", "port": 8080, "address": "0.0.0.0"}],
+    }
+    inventory = {
+        "event": "inventory",
+        "time": now,
+        "packages": [{"name": "urllib3", "version": "1.26.5", "ecosystem": "PyPI"}],
+    }
+    dev = await run_sdk(
+        {
+            "auth": "sas",
+            "ca_file": str(sdk_hub.info.ca_path),
+            "connection_string": connection_string(sdk_hub, "sdk-sec", created.primary_key),
+            "security_messages": [ports, inventory],
+        }
+    )
+    assert (await dev.until("done"))["event"] == "done", dev.events
+    assert await dev.finish() == 0
+    monitor = sdk_hub.services.monitor
+    assert monitor is not None
+    assert await monitor.wait_for(await sdk_hub.services.log.last_seq())
+    alerts = {a.alert_type: a for a in await monitor.list_alerts(device_id="sdk-sec")}
+    assert set(alerts) == {"profile-drift", "vulnerable-package"}, alerts
+    assert "tcp/8080" in json.loads(alerts["profile-drift"].details)["items"]
+    report = await asyncio.to_thread(api.request, "GET", "/posture/report")
+    [row] = report["devices"]
+    assert row["vulnerabilities"][0]["fixed"] == "2.2.2"

@@ -36,6 +36,7 @@ VIEWER = {
     P.METRICS_READ,
     P.PROVISIONING_READ,
     P.ALERTS_READ,
+    P.POSTURE_READ,
     P.ACCOUNT_SELF,
 }
 #: What every role for people holds besides reads: its own account.
@@ -61,6 +62,7 @@ EXPECTED: dict[Role, set[Permission]] = {
         P.CAS_MANAGE,
         P.CERTIFICATES_REVOKE,
         P.ALERTS_MANAGE,
+        P.POSTURE_MANAGE,
     },
     Role.ADMIN: set(Permission),
     Role.REGISTRY_READ: {P.DEVICES_READ},
@@ -114,6 +116,8 @@ def test_permission_names_are_stable() -> None:
         "certificates:revoke",
         "alerts:read",
         "alerts:manage",
+        "posture:read",
+        "posture:manage",
         "service:connect",
         "device:connect",
         "account:self",
@@ -234,6 +238,7 @@ def test_writes_come_with_the_matching_read() -> None:
         (P.PROVISIONING_WRITE, P.PROVISIONING_READ),
         (P.CERTIFICATES_REVOKE, P.PROVISIONING_READ),
         (P.ALERTS_MANAGE, P.ALERTS_READ),
+        (P.POSTURE_MANAGE, P.POSTURE_READ),
     ]
     for role in Role:
         granted = ROLE_PERMISSIONS[role]
@@ -489,6 +494,21 @@ ROUTE_PERMISSIONS: dict[str, Permission | None] = {
     "openMaintenanceWindow": P.DEVICES_STATE,
     "releaseModule": P.DEVICES_STATE,
     "auditFleet": P.AUDIT_READ,
+    # The exposure and compliance reports say where the hub is weak, like the fleet audit.
+    "showExposureReport": P.AUDIT_READ,
+    "showComplianceReport": P.AUDIT_READ,
+    # Device profiles and advisories decide what devices are held to: a security control.
+    "listProfiles": P.POSTURE_READ,
+    "showProfile": P.POSTURE_READ,
+    "listProfileDevices": P.POSTURE_READ,
+    "listAdvisories": P.POSTURE_READ,
+    "showPostureReport": P.POSTURE_READ,
+    "createProfile": P.POSTURE_MANAGE,
+    "replaceProfile": P.POSTURE_MANAGE,
+    "deleteProfile": P.POSTURE_MANAGE,
+    "assignProfile": P.POSTURE_MANAGE,
+    "unassignProfile": P.POSTURE_MANAGE,
+    "importAdvisories": P.POSTURE_MANAGE,
 }
 
 

@@ -34,6 +34,9 @@ PURE = (
     SRC / "monitor" / "events.py",
     SRC / "monitor" / "model.py",
     SRC / "monitor" / "fleet.py",
+    SRC / "monitor" / "profiles.py",
+    SRC / "monitor" / "advisories.py",
+    SRC / "monitor" / "compliance.py",
 )
 
 # Each entry forbids the module and its submodules.

@@ -1,6 +1,7 @@
 """SQLite schema migration: a database written by an earlier release (schema version 1, 4
-before provisioning, or 5 before security monitoring) is upgraded in place at open, in one
-transaction, and keeps everything it held; a database of a newer release is refused."""
+before provisioning, 5 before security monitoring, or 6 before device posture) is upgraded in
+place at open, in one transaction, and keeps everything it held; a database of a newer release
+is refused."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ironhub.clock import FakeClock
 from ironhub.config import StorageConfig
 from ironhub.errors import CorruptDatabaseError, StorageError
 from ironhub.storage.interfaces import (
+    AdvisoryRecord,
     AlertRecord,
     AlertState,
     Attestation,
@@ -31,6 +33,8 @@ from ironhub.storage.interfaces import (
     IssuedCertificateRecord,
     LogEntry,
     OperatorRecord,
+    PostureRecord,
+    ProfileRecord,
     RegistrationRecord,
     ReprovisionPolicy,
     SessionRecord,
@@ -185,7 +189,7 @@ async def open_storage(path: Path) -> SQLiteStorage:
 async def test_version_1_database_is_migrated_and_keeps_its_data(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     path = tmp_path / "hub.db"
     make_v1_database(path)
     assert header(path) == (1, APPLICATION_ID, "1")
@@ -193,7 +197,7 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
     assert "migrated database schema" in caplog.text
-    assert "from_version=1 to_version=6" in caplog.text
+    assert "from_version=1 to_version=7" in caplog.text
 
     # The old data survived.
     assert await storage.get_device("old-dev") == DEVICE
@@ -222,12 +226,16 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
     module = DeviceRecord("old-dev/mod", AuthKind.X509_CA, DeviceState.ENABLED, 1.0, 1.0)
     await storage.insert_device(module)
     assert await storage.list_modules("old-dev") == [module]
+    await storage.put_posture(PostureRecord("old-dev", "inventory", 4, 31.0, "{}"))
+    await storage.put_posture(PostureRecord("old-dev/mod", "ports", 4, 31.0, "{}"))
     assert await storage.delete_device("old-dev") is True
     assert await storage.get_twin("old-dev") is None
     assert await storage.list_cloud_messages("old-dev") == []
+    assert await storage.get_posture("old-dev", "inventory") is None
+    assert await storage.get_posture("old-dev/mod", "ports") is None
     await storage.close()
 
-    assert header(path) == (6, APPLICATION_ID, "6")
+    assert header(path) == (7, APPLICATION_ID, "7")
     assert {
         "twins",
         "sessions",
@@ -236,6 +244,9 @@ async def test_version_1_database_is_migrated_and_keeps_its_data(
         "enrollments",
         "alerts",
         "monitor_state",
+        "profiles",
+        "advisories",
+        "device_posture",
     } <= tables(path)
 
 
@@ -302,7 +313,7 @@ async def test_version_1_database_left_by_a_crash_is_migrated(tmp_path: Path) ->
     assert await storage.get_device("old-dev") == DEVICE
     assert await storage.last_seq() == 3
     await storage.close()
-    assert header(copy / "hub.db")[0] == 6
+    assert header(copy / "hub.db")[0] == 7
 
 
 async def test_failed_migration_leaves_version_1_untouched(tmp_path: Path) -> None:
@@ -363,12 +374,12 @@ async def test_migration_notices_a_concurrent_migration(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         _migrate(conn, path, 1)
-        assert header(path) == (6, APPLICATION_ID, "6")
+        assert header(path) == (7, APPLICATION_ID, "7")
         _migrate(conn, path, 1)  # would fail with "table twins already exists" if repeated
         assert not conn.in_transaction
     finally:
         conn.close()
-    assert header(path) == (6, APPLICATION_ID, "6")
+    assert header(path) == (7, APPLICATION_ID, "7")
 
 
 async def test_migration_refuses_a_version_that_changed_under_it(tmp_path: Path) -> None:
@@ -647,7 +658,7 @@ async def test_version_4_database_is_migrated_and_keeps_its_data(
 
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
-    assert "from_version=4 to_version=6" in caplog.text
+    assert "from_version=4 to_version=7" in caplog.text
     try:
         # Everything version 4 held is intact.
         assert await storage.get_device("thumb-dev") == V4_DEVICE
@@ -685,14 +696,17 @@ async def test_version_4_database_is_migrated_and_keeps_its_data(
         assert await storage.revoke_certificate("0A", 3.0, "keyCompromise") is not None
         await storage.put_crl(1, b"crl")
         assert await storage.get_crl() == (1, b"crl")
-        # So do the monitoring tables.
+        # So do the monitoring tables, and the posture tables.
         assert await storage.list_alerts() == []
         assert await storage.get_monitor_state("cursor") is None
+        assert await storage.list_profiles() == []
+        assert await storage.count_advisories() == 0
+        assert await storage.list_posture("inventory") == []
         # And the old parts still write.
         assert await storage.append(LogEntry(Stream.SECURITY, "thumb-dev", 31.0, b"m4")) == 4
     finally:
         await storage.close()
-    assert header(path) == (6, APPLICATION_ID, "6")
+    assert header(path) == (7, APPLICATION_ID, "7")
 
 
 async def test_failed_migration_leaves_version_4_untouched(tmp_path: Path) -> None:
@@ -739,7 +753,7 @@ async def test_failed_migration_from_version_4_rolls_back_every_step(tmp_path: P
     with pytest.raises(StorageError):
         await open_storage(path)
     assert header(path) == (4, APPLICATION_ID, "4")
-    assert not {"enrollments", "crl", "alerts"} & tables(path)
+    assert not {"enrollments", "crl", "alerts", "profiles"} & tables(path)
 
 
 # --- version 5 (before security monitoring) -> 6 -----------------------------------------------
@@ -851,6 +865,31 @@ V5_CERTIFICATE = IssuedCertificateRecord(
 )
 
 
+def write_v5_rows(conn: sqlite3.Connection) -> None:
+    """One row in every table of version 5, as that release wrote them."""
+    write_v4_rows(conn)
+    conn.execute("INSERT INTO cas VALUES (?, 'CN=factory root', ?, 5.0)", ("EF" * 32, V5_PEM))
+    conn.execute(
+        "INSERT INTO enrollments VALUES (1, 'grp-1', 'symmetric', 1, 1.0, 2.0, 3, ?, ?, '[]',"
+        " NULL, ?, ?, 'reset-twin')",
+        (b"\x01grp-primary", b"\x01grp-secondary", '{"tags":{"floor":2}}', '{"region":"eu"}'),
+    )
+    conn.execute(
+        "INSERT INTO registrations VALUES ('dev-new', 'grp-1', 1, 'dev-new', 'assigned',"
+        " 'initialAssignment', 3.0, 4.0, 2, NULL, NULL, '0A')"
+    )
+    conn.execute(
+        "INSERT INTO claim_tokens VALUES ('ct-1', 'grp-1', ?, 5, 1, 3.0, 500.0, 'alice', 0)",
+        (b"c" * 32,),
+    )
+    conn.execute(
+        "INSERT INTO certificates VALUES ('0A', 'dev-new', 'dev-new', ?, 1.0, 9.0, 2.0, ?,"
+        " 6.0, 'keyCompromise')",
+        ("CD" * 32, V5_PEM),
+    )
+    conn.execute("INSERT INTO crl VALUES (1, 2, ?)", (b"\x30crl-2",))
+
+
 def make_v5_database(path: Path) -> None:
     """A database as the release of schema version 5 left it, holding one row in every table."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -858,27 +897,7 @@ def make_v5_database(path: Path) -> None:
         conn.executescript(SCHEMA_V5)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("BEGIN")
-        write_v4_rows(conn)
-        conn.execute("INSERT INTO cas VALUES (?, 'CN=factory root', ?, 5.0)", ("EF" * 32, V5_PEM))
-        conn.execute(
-            "INSERT INTO enrollments VALUES (1, 'grp-1', 'symmetric', 1, 1.0, 2.0, 3, ?, ?, '[]',"
-            " NULL, ?, ?, 'reset-twin')",
-            (b"\x01grp-primary", b"\x01grp-secondary", '{"tags":{"floor":2}}', '{"region":"eu"}'),
-        )
-        conn.execute(
-            "INSERT INTO registrations VALUES ('dev-new', 'grp-1', 1, 'dev-new', 'assigned',"
-            " 'initialAssignment', 3.0, 4.0, 2, NULL, NULL, '0A')"
-        )
-        conn.execute(
-            "INSERT INTO claim_tokens VALUES ('ct-1', 'grp-1', ?, 5, 1, 3.0, 500.0, 'alice', 0)",
-            (b"c" * 32,),
-        )
-        conn.execute(
-            "INSERT INTO certificates VALUES ('0A', 'dev-new', 'dev-new', ?, 1.0, 9.0, 2.0, ?,"
-            " 6.0, 'keyCompromise')",
-            ("CD" * 32, V5_PEM),
-        )
-        conn.execute("INSERT INTO crl VALUES (1, 2, ?)", (b"\x30crl-2",))
+        write_v5_rows(conn)
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -910,11 +929,13 @@ async def test_version_5_database_is_migrated_and_keeps_its_data(
     assert header(path) == (5, APPLICATION_ID, "5")
     before = row_counts(path)
     assert min(before.values()) >= 1  # one of everything
-    assert not {"alerts", "monitor_state"} & tables(path)
+    assert not {"alerts", "monitor_state", "profiles", "advisories", "device_posture"} & tables(
+        path
+    )
 
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
-    assert "from_version=5 to_version=6" in caplog.text
+    assert "from_version=5 to_version=7" in caplog.text
     try:
         # Everything version 5 held is intact.
         assert await storage.get_device("thumb-dev") == V4_DEVICE
@@ -974,11 +995,20 @@ async def test_version_5_database_is_migrated_and_keeps_its_data(
         assert await storage.append(LogEntry(Stream.SECURITY, "thumb-dev", 31.0, b"m4")) == 4
     finally:
         await storage.close()
-    assert header(path) == (6, APPLICATION_ID, "6")
+    assert header(path) == (7, APPLICATION_ID, "7")
     after = row_counts(path)
-    assert after == {**before, "alerts": 2, "monitor_state": 1, "messages": 4}
+    # The posture tables of version 7 came with the migration, empty.
+    assert after == {
+        **before,
+        "alerts": 2,
+        "monitor_state": 1,
+        "messages": 4,
+        "profiles": 0,
+        "advisories": 0,
+        "device_posture": 0,
+    }
 
-    # Once is enough: the next start finds version 6 and what was written.
+    # Once is enough: the next start finds version 7 and what was written.
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
         storage = await open_storage(path)
@@ -989,44 +1019,6 @@ async def test_version_5_database_is_migrated_and_keeps_its_data(
         assert await storage.get_monitor_state("cursor") == "3"
     finally:
         await storage.close()
-
-
-async def test_fresh_database_is_created_at_version_6_with_the_migrated_schema(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    from_4, from_5 = tmp_path / "from-4.db", tmp_path / "from-5.db"
-    make_v4_database(from_4)
-    make_v5_database(from_5)
-    version_4, version_5 = schema_sql(from_4), schema_sql(from_5)
-    await (await open_storage(from_4)).close()
-    await (await open_storage(from_5)).close()
-    caplog.clear()
-    fresh = tmp_path / "fresh.db"
-    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
-        await (await open_storage(fresh)).close()
-    # Created at version 6 directly: nothing to migrate.
-    assert "created database" in caplog.text
-    assert "schema_version=6" in caplog.text
-    assert "migrated" not in caplog.text
-    assert header(fresh) == (6, APPLICATION_ID, "6")
-    # All three paths define every table and index identically.
-    fresh_sql = schema_sql(fresh)
-    assert schema_sql(from_4) == fresh_sql
-    assert schema_sql(from_5) == fresh_sql
-    assert set(fresh_sql) - set(version_5) == ADDED_IN_V6
-    assert set(fresh_sql) - set(version_4) == ADDED_IN_V6 | {
-        "enrollments",
-        "registrations",
-        "registrations_by_enrollment",
-        "claim_tokens",
-        "claim_tokens_by_group",
-        "certificates",
-        "certificates_by_device",
-        "certificates_revoked",
-        "crl",
-    }
-    # The copy of version 5 above is what this code builds, less what version 6 added.
-    assert {name: sql for name, sql in fresh_sql.items() if name not in ADDED_IN_V6} == version_5
 
 
 async def test_failed_migration_leaves_version_5_untouched(tmp_path: Path) -> None:
@@ -1068,8 +1060,318 @@ async def test_version_5_database_missing_a_provisioning_table_is_refused_not_mi
     assert "alerts" not in tables(path)
 
 
+async def test_migration_from_version_5_notices_a_concurrent_migration(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    make_v5_database(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _migrate(conn, path, 5)
+        assert header(path) == (7, APPLICATION_ID, "7")
+        _migrate(conn, path, 5)  # would fail with "table alerts already exists" if repeated
+        assert not conn.in_transaction
+    finally:
+        conn.close()
+    assert header(path) == (7, APPLICATION_ID, "7")
+
+
+# --- version 6 (before device posture) -> 7 ----------------------------------------------------
+
+#: What the release of schema version 6 created after the version 5 tables (the statements of
+#: its ``_TABLES_V6_STATEMENTS``, as ``sqlite_master`` keeps them: ``alerts_unresolved`` on one
+#: line). Copied, not imported.
+TABLES_V6_ADDED = """
+CREATE TABLE alerts (
+    alert_id TEXT PRIMARY KEY,
+    alert_type TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    device_id TEXT,
+    detector TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    last_seen_at REAL NOT NULL,
+    count INTEGER NOT NULL,
+    evidence TEXT NOT NULL,
+    details TEXT NOT NULL,
+    actions TEXT NOT NULL,
+    acknowledged_by TEXT,
+    resolved_by TEXT,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX alerts_by_key ON alerts (alert_type, device_id, created_at);
+CREATE INDEX alerts_unresolved ON alerts (alert_type, device_id, created_at) WHERE state <> 'resolved';
+CREATE INDEX alerts_by_device ON alerts (device_id);
+CREATE TABLE monitor_state (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL
+) WITHOUT ROWID;
+"""
+SCHEMA_V6 = TABLES_V4 + TABLES_V5_ADDED + TABLES_V6_ADDED + identify(6)
+#: The tables and indexes version 7 adds.
+ADDED_IN_V7 = {"profiles", "advisories", "device_posture", "device_posture_by_kind"}
+
+V6_ALERT = AlertRecord(
+    alert_id="al-1",
+    alert_type="tamper",
+    severity="high",
+    device_id="thumb-dev",
+    detector="tamper",
+    summary="the enclosure of thumb-dev was opened",
+    state=AlertState.ACKNOWLEDGED,
+    created_at=40.0,
+    updated_at=45.0,
+    last_seen_at=44.0,
+    count=2,
+    evidence=(1, 2),
+    details='{"switch":"lid"}',
+    actions=("quarantine",),
+    acknowledged_by="alice",
+    version=2,
+)
+
+
+def make_v6_database(path: Path) -> None:
+    """A database as the release of schema version 6 left it, holding one row in every table."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(SCHEMA_V6)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("BEGIN")
+        write_v5_rows(conn)
+        conn.execute(
+            "INSERT INTO alerts VALUES ('al-1', 'tamper', 'high', 'thumb-dev', 'tamper',"
+            " 'the enclosure of thumb-dev was opened', 'acknowledged', 40.0, 45.0, 44.0, 2,"
+            " '[1,2]', ?, '[\"quarantine\"]', 'alice', NULL, 2)",
+            ('{"switch":"lid"}',),
+        )
+        conn.execute("INSERT INTO monitor_state VALUES ('cursor', '3', 50.0)")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    path.chmod(0o600)
+
+
+async def test_version_6_database_is_migrated_and_keeps_its_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "hub.db"
+    make_v6_database(path)
+    assert header(path) == (6, APPLICATION_ID, "6")
+    before = row_counts(path)
+    assert min(before.values()) >= 1  # one of everything
+    assert {"alerts", "monitor_state"} <= before.keys()
+    assert not {"profiles", "advisories", "device_posture"} & tables(path)
+
+    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
+        storage = await open_storage(path)
+    assert "from_version=6 to_version=7" in caplog.text
+    try:
+        # Everything version 6 held is intact.
+        assert await storage.get_device("thumb-dev") == V4_DEVICE
+        assert await storage.list_cas() == [V5_CA]
+        assert await storage.list_tokens() == [V4_TOKEN]
+        assert await storage.count_tokens() == 1
+        assert await storage.list_operators() == [V4_OPERATOR]
+        assert await storage.get_twin("thumb-dev") == V4_TWIN
+        assert await storage.get_session("thumb-dev") == V4_SESSION
+        assert await storage.list_cloud_messages("thumb-dev") == [V4_CLOUD]
+        assert await storage.read_audit() == V4_AUDIT
+        assert await storage.audit_checkpoints() == [(2, '{"tree_size":2}')]
+        assert [m.payload for m in await storage.query_messages()] == [b"m1", b"m2", b"m3"]
+        assert await storage.get_enrollment("grp-1", group=True) == V5_GROUP
+        assert await storage.get_registration("dev-new") == V5_REGISTRATION
+        assert await storage.list_claim_tokens() == [V5_CLAIM]
+        assert await storage.get_certificate("0A") == V5_CERTIFICATE
+        assert await storage.get_crl() == (2, b"\x30crl-2")
+        assert await storage.get_alert("al-1") == V6_ALERT
+        assert await storage.list_alerts() == [V6_ALERT]
+        assert await storage.list_alerts(device_id="thumb-dev") == [V6_ALERT]
+        assert await storage.find_alert("tamper", "thumb-dev") == V6_ALERT
+        assert await storage.get_monitor_state("cursor") == "3"
+
+        # The posture tables start empty and work.
+        assert await storage.list_profiles() == []
+        assert await storage.get_profile("camera") is None
+        assert await storage.list_advisories() == []
+        assert await storage.count_advisories() == 0
+        assert await storage.get_posture("thumb-dev", "inventory") is None
+        assert await storage.list_posture("inventory") == []
+        profile = ProfileRecord("camera", '{"ports":[443]}', 50.0, 50.0, 1)
+        await storage.put_profile(profile, expected_version=None)
+        replaced = dataclasses.replace(
+            profile, document='{"ports":[443,8883]}', updated_at=60.0, version=2
+        )
+        await storage.put_profile(replaced, expected_version=1)
+        assert await storage.get_profile("camera") == replaced
+        assert await storage.list_profiles() == [replaced]
+        advisories = [
+            AdvisoryRecord("GHSA-aaaa", "2024-01-02T00:00:00Z", '{"id":"GHSA-aaaa"}', 50.0),
+            AdvisoryRecord("OSV-2024-1", "2024-03-04T00:00:00Z", '{"id":"OSV-2024-1"}', 50.0),
+        ]
+        await storage.put_advisories(advisories)
+        assert await storage.list_advisories() == advisories
+        assert await storage.count_advisories() == 2
+        posture = PostureRecord("thumb-dev", "inventory", 3, 50.0, '{"packages":[]}')
+        await storage.put_posture(posture)
+        await storage.put_posture(dataclasses.replace(posture, seq=2, document="{}"))  # older
+        assert await storage.get_posture("thumb-dev", "inventory") == posture
+        assert await storage.list_posture("inventory") == [posture]
+        # And the old parts still write.
+        resolved = dataclasses.replace(
+            V6_ALERT, state=AlertState.RESOLVED, resolved_by="bob", version=3
+        )
+        await storage.update_alert(resolved, expected_version=2)
+        await storage.put_monitor_state("cursor", "4")
+        assert await storage.append(LogEntry(Stream.SECURITY, "thumb-dev", 51.0, b"m4")) == 4
+    finally:
+        await storage.close()
+    assert header(path) == (7, APPLICATION_ID, "7")
+    after = row_counts(path)
+    assert after == {**before, "messages": 4, "profiles": 1, "advisories": 2, "device_posture": 1}
+
+    # Once is enough: the next start finds version 7 and what was written.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
+        storage = await open_storage(path)
+    try:
+        assert "migrated" not in caplog.text
+        assert await storage.get_alert("al-1") == resolved
+        assert await storage.get_monitor_state("cursor") == "4"
+        assert await storage.get_profile("camera") == replaced
+        assert await storage.list_advisories() == advisories
+        assert await storage.get_posture("thumb-dev", "inventory") == posture
+        # A device written by version 6 takes its posture with it when deleted.
+        assert await storage.delete_device("thumb-dev") is True
+        assert await storage.get_posture("thumb-dev", "inventory") is None
+        assert await storage.get_twin("thumb-dev") is None
+    finally:
+        await storage.close()
+
+
+async def test_failed_migration_leaves_version_6_untouched(tmp_path: Path) -> None:
+    # A table version 7 creates already exists (a foreign addition), after two it creates
+    # first: nothing is migrated, not even those two.
+    path = tmp_path / "hub.db"
+    make_v6_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE device_posture (x)")
+    conn.commit()
+    conn.close()
+    before = schema_sql(path)
+    with pytest.raises(StorageError):
+        await open_storage(path)
+    assert header(path) == (6, APPLICATION_ID, "6")
+    assert not {"profiles", "advisories"} & tables(path)
+    assert schema_sql(path) == before
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT alert_id FROM alerts").fetchall() == [("al-1",)]
+        assert conn.execute("SELECT state FROM monitor_state").fetchall() == [("3",)]
+    finally:
+        conn.close()
+
+
+async def test_failed_migration_from_version_5_rolls_back_every_step(tmp_path: Path) -> None:
+    # The step to version 6 succeeds, the step to 7 fails (a foreign table of that name): the
+    # file stays version 5 as a whole, without the monitoring tables of the first step.
+    path = tmp_path / "hub.db"
+    make_v5_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE advisories (x)")
+    conn.commit()
+    conn.close()
+    before = schema_sql(path)
+    with pytest.raises(StorageError):
+        await open_storage(path)
+    assert header(path) == (5, APPLICATION_ID, "5")
+    assert not {"alerts", "monitor_state", "profiles", "device_posture"} & tables(path)
+    assert schema_sql(path) == before
+
+
 @pytest.mark.parametrize("table", ["alerts", "monitor_state", "enrollments", "crl"])
-async def test_version_6_database_missing_a_table_is_refused(tmp_path: Path, table: str) -> None:
+async def test_version_6_database_missing_a_table_is_refused_not_migrated(
+    tmp_path: Path, table: str
+) -> None:
+    path = tmp_path / "hub.db"
+    make_v6_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute(f"DROP TABLE {table}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CorruptDatabaseError, match=table):
+        await open_storage(path)
+    assert header(path)[0] == 6
+    assert not {"profiles", "advisories", "device_posture"} & tables(path)
+
+
+async def test_migration_from_version_6_notices_a_concurrent_migration(tmp_path: Path) -> None:
+    path = tmp_path / "hub.db"
+    make_v6_database(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _migrate(conn, path, 6)
+        assert header(path) == (7, APPLICATION_ID, "7")
+        _migrate(conn, path, 6)  # would fail with "table profiles already exists" if repeated
+        assert not conn.in_transaction
+    finally:
+        conn.close()
+    assert header(path) == (7, APPLICATION_ID, "7")
+
+
+# --- version 7 (current) ----------------------------------------------------------------------
+
+
+async def test_fresh_database_is_created_at_version_7_with_the_migrated_schema(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from_4, from_5, from_6 = tmp_path / "from-4.db", tmp_path / "from-5.db", tmp_path / "from-6.db"
+    make_v4_database(from_4)
+    make_v5_database(from_5)
+    make_v6_database(from_6)
+    version_4, version_5, version_6 = schema_sql(from_4), schema_sql(from_5), schema_sql(from_6)
+    for path in (from_4, from_5, from_6):
+        await (await open_storage(path)).close()
+    caplog.clear()
+    fresh = tmp_path / "fresh.db"
+    with caplog.at_level(logging.INFO, logger="ironhub.storage.sqlite"):
+        await (await open_storage(fresh)).close()
+    # Created at version 7 directly: nothing to migrate.
+    assert "created database" in caplog.text
+    assert "schema_version=7" in caplog.text
+    assert "migrated" not in caplog.text
+    assert header(fresh) == (7, APPLICATION_ID, "7")
+    # All four paths define every table and index identically.
+    fresh_sql = schema_sql(fresh)
+    assert schema_sql(from_4) == fresh_sql
+    assert schema_sql(from_5) == fresh_sql
+    assert schema_sql(from_6) == fresh_sql
+    assert set(fresh_sql) - set(version_6) == ADDED_IN_V7
+    assert set(fresh_sql) - set(version_5) == ADDED_IN_V6 | ADDED_IN_V7
+    assert set(fresh_sql) - set(version_4) == ADDED_IN_V6 | ADDED_IN_V7 | {
+        "enrollments",
+        "registrations",
+        "registrations_by_enrollment",
+        "claim_tokens",
+        "claim_tokens_by_group",
+        "certificates",
+        "certificates_by_device",
+        "certificates_revoked",
+        "crl",
+    }
+    # The copies of versions 5 and 6 above are what this code builds, less what came later.
+    assert {name: sql for name, sql in fresh_sql.items() if name not in ADDED_IN_V7} == version_6
+    assert {
+        name: sql for name, sql in fresh_sql.items() if name not in ADDED_IN_V6 | ADDED_IN_V7
+    } == version_5
+
+
+@pytest.mark.parametrize(
+    "table",
+    ["profiles", "advisories", "device_posture", "alerts", "monitor_state", "enrollments", "crl"],
+)
+async def test_version_7_database_missing_a_table_is_refused(tmp_path: Path, table: str) -> None:
     path = tmp_path / "hub.db"
     await (await open_storage(path)).close()
     conn = sqlite3.connect(path)
@@ -1078,34 +1380,20 @@ async def test_version_6_database_missing_a_table_is_refused(tmp_path: Path, tab
     conn.close()
     with pytest.raises(CorruptDatabaseError, match=table):
         await open_storage(path)
-    assert header(path)[0] == 6
+    assert header(path)[0] == 7
 
 
-async def test_migration_from_version_5_notices_a_concurrent_migration(tmp_path: Path) -> None:
-    path = tmp_path / "hub.db"
-    make_v5_database(path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        _migrate(conn, path, 5)
-        assert header(path) == (6, APPLICATION_ID, "6")
-        _migrate(conn, path, 5)  # would fail with "table alerts already exists" if repeated
-        assert not conn.in_transaction
-    finally:
-        conn.close()
-    assert header(path) == (6, APPLICATION_ID, "6")
-
-
-async def test_version_7_database_is_refused(tmp_path: Path) -> None:
+async def test_version_8_database_is_refused(tmp_path: Path) -> None:
     # Written by a newer release: never downgraded, never opened as if it were ours.
     path = tmp_path / "hub.db"
     await (await open_storage(path)).close()
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
-    conn.execute("PRAGMA user_version = 7")
+    conn.execute("UPDATE meta SET value = '8' WHERE key = 'schema_version'")
+    conn.execute("PRAGMA user_version = 8")
     conn.commit()
     conn.close()
     before = schema_sql(path)
-    with pytest.raises(CorruptDatabaseError, match="schema version 7 was written by a newer"):
+    with pytest.raises(CorruptDatabaseError, match="schema version 8 was written by a newer"):
         await open_storage(path)
-    assert header(path) == (7, APPLICATION_ID, "7")
+    assert header(path) == (8, APPLICATION_ID, "8")
     assert schema_sql(path) == before

@@ -33,6 +33,8 @@ IoT Hub shared access policies (``registryRead``, ``registryReadWrite``, ``servi
     certificates:revoke      x        x         x
     alerts:read       x      x        x         x
     alerts:manage            x        x         x
+    posture:read      x      x        x         x
+    posture:manage                    x         x
     service:connect                             x                        x
     device:connect                              x                                 x
     account:self      x      x        x         x
@@ -71,6 +73,11 @@ Why:
   it is a change of device state (``devices:state``), so the ``operator`` may and the
   ``security-admin`` may not, as for enabling and disabling. The Azure-style roles have no
   counterpart and get neither.
+- Device posture: every role for people reads device profiles, imported advisories and the
+  outdated/vulnerable-device report (``posture:read``); ``security-admin`` defines profiles,
+  assigns them and imports advisories (``posture:manage``): they decide what the detectors
+  hold devices to, a security control like the trusted CAs, and write no device data beyond
+  the ``ironhub.profile`` tag.
 - ``admin`` holds every permission. It is the only role that combines managing operators or
   tokens with writing device data or reading keys.
 - ``registry-read`` / ``registry-write`` are Azure's ``RegistryRead`` / ``RegistryReadWrite``:
@@ -156,6 +163,10 @@ class Permission(StrEnum):
     #: Acknowledge and resolve security alerts. Ending a device's quarantine is a change of
     #: device state: ``devices:state``.
     ALERTS_MANAGE = "alerts:manage"
+    #: Read device profiles, imported advisories and the outdated/vulnerable-device report.
+    POSTURE_READ = "posture:read"
+    #: Create, change, assign and delete device profiles; import advisories.
+    POSTURE_MANAGE = "posture:manage"
     #: Azure ``ServiceConnect``: connect to the service-facing endpoints.
     SERVICE_CONNECT = "service:connect"
     #: Azure ``DeviceConnect``: connect to the device-facing endpoints as any device.
@@ -190,6 +201,7 @@ _VIEWER: Final = frozenset(
         _P.METRICS_READ,
         _P.PROVISIONING_READ,
         _P.ALERTS_READ,
+        _P.POSTURE_READ,
         _P.ACCOUNT_SELF,
     }
 )
@@ -215,6 +227,7 @@ ROLE_PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = MappingProxyType
             _P.CAS_MANAGE,
             _P.CERTIFICATES_REVOKE,
             _P.ALERTS_MANAGE,
+            _P.POSTURE_MANAGE,
         },
         Role.ADMIN: frozenset(Permission),
         Role.REGISTRY_READ: frozenset({_P.DEVICES_READ}),

@@ -33,7 +33,9 @@ from ironhub.api._audit import AUDIT_OPERATIONS
 from ironhub.api._fleet import FLEET_OPERATIONS
 from ironhub.api._http import RequestError, check_json_depth, json_response, too_deep
 from ironhub.api._monitor import MONITOR_OPERATIONS
+from ironhub.api._posture import POSTURE_OPERATIONS
 from ironhub.api._provisioning import PROVISIONING_OPERATIONS
+from ironhub.api._reports import REPORT_OPERATIONS
 from ironhub.api._routes import Operation, QueryParam
 from ironhub.api._tail import TailResponse, message_view
 from ironhub.api.schemas import (
@@ -1186,4 +1188,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *MONITOR_OPERATIONS,
     # The fleet audit (api/_fleet.py).
     *FLEET_OPERATIONS,
+    # Device profiles, advisories, the vulnerable-device report (api/_posture.py).
+    *POSTURE_OPERATIONS,
+    *REPORT_OPERATIONS,
 )

@@ -41,8 +41,14 @@ __all__ = [
     "MAX_TWINS_PER_PAGE",
     "MAX_TWIN_QUERY_CHARS",
     "AddCARequest",
+    "AdvisoryImportView",
+    "AdvisoryList",
+    "AdvisoryPackageView",
+    "AdvisoryView",
     "AlertList",
     "AlertView",
+    "AssignProfileRequest",
+    "AssignedDevicesView",
     "CAList",
     "CAView",
     "CertificateDetailView",
@@ -53,6 +59,7 @@ __all__ = [
     "ClaimTokenView",
     "CloudMessageList",
     "CloudMessageView",
+    "ComplianceReportView",
     "ComputeDeviceKeyRequest",
     "ConnectionList",
     "ConnectionStringView",
@@ -62,6 +69,7 @@ __all__ = [
     "CreateEnrollmentGroupRequest",
     "CreateEnrollmentRequest",
     "CreateModuleRequest",
+    "CreateProfileRequest",
     "CreatedClaimTokenView",
     "CreatedDeviceView",
     "CreatedEnrollmentGroupView",
@@ -69,6 +77,7 @@ __all__ = [
     "CreatedModuleView",
     "DeviceKeyView",
     "DeviceList",
+    "DevicePostureView",
     "DeviceView",
     "EnrollmentGroupList",
     "EnrollmentGroupStateView",
@@ -78,20 +87,30 @@ __all__ = [
     "EnrollmentView",
     "ErrorBody",
     "ErrorDetail",
+    "ExposureEntryView",
+    "ExposureReportView",
     "FleetAuditView",
     "FleetFindingView",
     "HealthView",
     "InvokeMethodRequest",
+    "MaintenanceRequest",
+    "MaintenanceView",
     "MessagePage",
     "MessageView",
     "MethodResultView",
     "ModuleList",
     "ModuleView",
+    "PostureReportView",
+    "ProfileList",
+    "ProfileView",
+    "ProvisionView",
     "ProvisioningInfoView",
     "PurgedView",
     "QueuedCloudMessageView",
+    "RefusedAdvisoryView",
     "RegistrationList",
     "RegistrationView",
+    "ReplaceProfileRequest",
     "RevokeCertificateRequest",
     "RevokedCertificatesView",
     "RotatedKeyView",
@@ -103,6 +122,7 @@ __all__ = [
     "TwinProperties",
     "TwinQueryRequest",
     "TwinView",
+    "VulnerabilityView",
 ]
 
 #: Azure allows device ids of up to 128 characters; longer ids are refused before any lookup.
@@ -832,3 +852,179 @@ class MaintenanceView(_Response, rename="camel"):
     device_id: str
     starts_at: float
     ends_at: float
+
+
+# --- device posture: profiles, advisories, the vulnerable-device report (issue 6) ---------------
+
+
+class CreateProfileRequest(_Request, rename="camel"):
+    """Create a device profile: ``profile`` is the document (ironhub.monitor.profiles)."""
+
+    name: str
+    profile: dict[str, Any]
+
+
+class ReplaceProfileRequest(_Request, rename="camel"):
+    """Replace a device profile's document."""
+
+    profile: dict[str, Any]
+
+
+class ProfileView(_Response, rename="camel"):
+    """A device profile: its document as stored (canonical form) and its version."""
+
+    name: str
+    profile: dict[str, Any]
+    created_at: float
+    updated_at: float
+    version: int
+
+
+class ProfileList(_Response, rename="camel"):
+    """Every device profile, by name."""
+
+    profiles: list[ProfileView]
+
+
+class AssignProfileRequest(_Request, rename="camel"):
+    """Devices to assign a profile to (1 to 1000 device ids; modules share their device's)."""
+
+    device_ids: list[str]
+
+
+class AssignedDevicesView(_Response, rename="camel"):
+    """The devices whose twin tag ``ironhub.profile`` names a profile."""
+
+    profile: str
+    device_ids: list[str]
+
+
+class RefusedAdvisoryView(_Response, rename="camel"):
+    """One entry of an import that was not taken, and why."""
+
+    entry: str
+    reason: str
+
+
+class AdvisoryImportView(_Response, rename="camel"):
+    """What an advisory import did; ``total`` is the number stored afterwards."""
+
+    source: str
+    added: int
+    updated: int
+    unchanged: int
+    withdrawn: int
+    refused: int
+    refused_entries: list[RefusedAdvisoryView]
+    total: int
+    imported_at: float
+
+
+class AdvisoryPackageView(_Response, rename="camel"):
+    """A package an advisory covers."""
+
+    ecosystem: str
+    name: str
+
+
+class AdvisoryView(_Response, rename="camel"):
+    """An imported advisory (normalised; the OSV document itself is not kept)."""
+
+    id: str
+    modified: str
+    severity: str
+    summary: str
+    aliases: list[str]
+    packages: list[AdvisoryPackageView]
+
+
+class AdvisoryList(_Response, rename="camel"):
+    """Imported advisories in id order, with the total and the last import's time."""
+
+    advisories: list[AdvisoryView]
+    total: int
+    imported_at: float | None
+
+
+class VulnerabilityView(_Response, rename="camel"):
+    """A package on a device that an advisory covers."""
+
+    advisory_id: str
+    aliases: list[str]
+    severity: str
+    summary: str
+    package: str
+    installed_version: str
+    fixed: str | None
+
+
+class DevicePostureView(_Response, rename="camel"):
+    """One device's problems: below baseline, vulnerable, anti-malware, hardware drift."""
+
+    device_id: str
+    profile: str | None
+    profile_missing: bool
+    inventory_at: float | None
+    outdated: bool
+    vulnerable: bool
+    below_baseline: list[str]
+    vulnerabilities: list[VulnerabilityView]
+    antimalware: list[str]
+    drift: list[str]
+
+
+class PostureReportView(_Response, rename="camel"):
+    """The outdated/vulnerable-device report: devices with a problem, worst first."""
+
+    devices: list[DevicePostureView]
+    checked: int
+    advisories: int
+    checked_at: float
+
+
+# --- reports: exposure and compliance (issue 6)
+
+
+class ExposureEntryView(_Response, rename="camel"):
+    """One enabled listener, protocol or API route (:func:`ironhub.monitor.compliance.exposure`).
+
+    ``authentication`` says in words what a caller must present (``none`` for a public route);
+    ``notes`` what deserves care (``public: no token``, ``binds beyond loopback``), or ``""``.
+    """
+
+    kind: Literal["listener", "protocol", "route"]
+    name: str
+    where: str
+    authentication: str
+    notes: str
+
+
+class ExposureReportView(_Response, rename="camel"):
+    """Everything the hub exposes: listeners, then protocols, then routes in table order."""
+
+    entries: list[ExposureEntryView]
+    checked_at: float
+
+
+class ProvisionView(_Response, rename="camel"):
+    """One provision of ETSI EN 303 645 or capability of NISTIR 8259A, judged from the facts.
+
+    ``evidence`` cites the facts it was judged on, one sentence each; ``fix`` says what would
+    make it pass (``""`` when it passes). The rules are in :mod:`ironhub.monitor.compliance`.
+    """
+
+    framework: Literal["ETSI EN 303 645", "NISTIR 8259A"]
+    ref: str
+    title: str
+    status: Literal["pass", "fail"]
+    evidence: list[str]
+    fix: str
+
+
+class ComplianceReportView(_Response, rename="camel"):
+    """The 13 ETSI EN 303 645 provisions, then the six NISTIR 8259A capabilities."""
+
+    provisions: list[ProvisionView]
+    passed: int
+    failed: int
+    checked_at: float

@@ -268,10 +268,12 @@ class HubClient:
             target += "?" + urllib.parse.urlencode(params)
         return target
 
-    def _headers(self, *, accept: str, body: bool) -> dict[str, str]:
+    def _headers(
+        self, *, accept: str, body: bool, content_type: str = "application/json"
+    ) -> dict[str, str]:
         headers = {"Accept": accept, "User-Agent": "ironhub-cli"}
         if body:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
@@ -307,6 +309,7 @@ class HubClient:
         body: bytes | None,
         accept: str,
         timeout: float,
+        content_type: str = "application/json",
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         conn = self._connection(timeout)
         try:
@@ -314,7 +317,9 @@ class HubClient:
                 method,
                 self._target(path, query),
                 body=body,
-                headers=self._headers(accept=accept, body=body is not None),
+                headers=self._headers(
+                    accept=accept, body=body is not None, content_type=content_type
+                ),
             )
             response = conn.getresponse()
         except OSError as exc:
@@ -355,10 +360,14 @@ class HubClient:
         query: Mapping[str, str | int | None] | None = None,
         json_body: Any = None,  # noqa: ANN401 - any JSON value
         timeout_seconds: float | None = None,
+        raw_body: bytes | None = None,
+        content_type: str = "application/json",
     ) -> Any:  # noqa: ANN401 - the decoded JSON answer
         """Send one request and return its decoded JSON answer (``None`` for 204).
 
-        ``timeout_seconds`` replaces the client's read timeout for this request.
+        ``timeout_seconds`` replaces the client's read timeout for this request. ``raw_body``
+        is sent as it is, declared as ``content_type`` (a file upload), instead of
+        ``json_body``.
 
         Raises:
             HubUnreachableError: the API could not be reached or did not speak HTTP.
@@ -366,6 +375,8 @@ class HubClient:
             APIError: the API answered any other error, or a success that is not JSON.
         """
         body = None if json_body is None else json.dumps(json_body).encode("utf-8")
+        if raw_body is not None:
+            body = raw_body
         conn, response = self._open(
             method,
             path,
@@ -373,6 +384,7 @@ class HubClient:
             body=body,
             accept="application/json",
             timeout=self.timeout_seconds if timeout_seconds is None else timeout_seconds,
+            content_type=content_type,
         )
         try:
             raw = response.read()

@@ -1445,4 +1445,6 @@ from ironhub.cli import audit as _audit_commands  # noqa: E402, F401
 from ironhub.cli import custody as _custody_commands  # noqa: E402, F401
 from ironhub.cli import fleet as _fleet_commands  # noqa: E402, F401
 from ironhub.cli import monitor as _monitor_commands  # noqa: E402, F401
+from ironhub.cli import posture as _posture_commands  # noqa: E402, F401
 from ironhub.cli import provisioning as _provisioning_commands  # noqa: E402, F401
+from ironhub.cli import reports as _report_commands  # noqa: E402, F401

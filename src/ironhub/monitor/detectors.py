@@ -19,11 +19,20 @@ physical-access     usb-outside-maintenance            high      USB device atta
                     console-login-outside-maintenance  high      console login (any outcome)
                                                                  outside a maintenance window
 antimalware         antimalware-disabled               high      ``enabled`` is false
-                    antimalware-stale                  medium    definitions older than 72 h
+                    antimalware-stale                  medium    definitions older than 72 h, or
+                                                                 the device profile's maximum
                     malware-detected                   critical  any detection (one per report)
 inventory-baseline  inventory-below-baseline           high      an OS, kernel, driver or package
-                                                                 below its configured minimum
-                                                                 (one per report; no defaults)
+                                                                 below its minimum: the device
+                                                                 profile's baseline, else the
+                                                                 configured one (one per report;
+                                                                 no defaults)
+profile-drift       profile-drift                      high      a ports, USB or login report
+                                                                 outside the device's hardware
+                                                                 profile (one per report)
+advisories          vulnerable-package                 advisory  an inventory package an imported
+                                                                 advisory covers (highest severity
+                                                                 of the matches; one per report)
 brute-force         brute-force                        high      10 auth failures per identity, or
                                                                  30 per source address (IPv6: /64),
                                                                  within 300 s
@@ -85,11 +94,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from ironhub.monitor.advisories import AdvisoryIndex, match_inventory
 from ironhub.monitor.model import (
     DEVICE_EVENT_KINDS,
     Detector,
@@ -97,9 +106,17 @@ from ironhub.monitor.model import (
     SecurityEvent,
     Severity,
 )
+from ironhub.monitor.profiles import (
+    Baseline,
+    DeviceProfile,
+    ProfileBook,
+    compare_versions,
+    hardware_drift,
+)
 
 __all__ = [
     "ALERT_TYPES",
+    "AdvisoryDetector",
     "AntimalwareConfig",
     "AntimalwareDetector",
     "BruteForceConfig",
@@ -117,6 +134,7 @@ __all__ = [
     "NewNetworkDetector",
     "PhysicalAccessConfig",
     "PhysicalAccessDetector",
+    "ProfileDriftDetector",
     "RateAnomalyConfig",
     "RateAnomalyDetector",
     "SilenceConfig",
@@ -137,6 +155,8 @@ ALERT_TYPES: Final = frozenset(
         "antimalware-stale",
         "malware-detected",
         "inventory-below-baseline",
+        "profile-drift",
+        "vulnerable-package",
         "brute-force",
         "masquerade",
         "flapping",
@@ -160,6 +180,7 @@ _SNAPSHOT_VERSION: Final = 1
 _DEFAULT_MAX_KEYS: Final = 65_536
 
 _V = TypeVar("_V")
+_SEVERITY_ORDER: Final = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,8 +727,11 @@ class AntimalwareDetector(_Stateless):
     name = "antimalware"
     kinds: frozenset[str] = frozenset({"antimalware"})
 
-    def __init__(self, config: AntimalwareConfig | None = None) -> None:
+    def __init__(
+        self, config: AntimalwareConfig | None = None, profiles: ProfileBook | None = None
+    ) -> None:
         self._config = config or AntimalwareConfig()
+        self._profiles = profiles
 
     def observe(self, event: SecurityEvent) -> list[Finding]:
         """Up to three findings for one anti-malware report."""
@@ -733,6 +757,9 @@ class AntimalwareDetector(_Stateless):
             )
         age = _number(fields.get("definitions_age_hours"))
         limit = self._config.max_definitions_age_hours
+        profile = _profile_of(self._profiles, event)
+        if profile is not None and profile.baseline is not None:
+            limit = profile.baseline.max_definitions_age_hours or limit
         if age is not None and age > limit:
             findings.append(
                 _finding(
@@ -746,6 +773,7 @@ class AntimalwareDetector(_Stateless):
                     evidence=evidence,
                     **common,
                     definitions_age_hours=f"{age:g}",
+                    **_profile_details(profile),
                 )
             )
         detections = fields.get("detections")
@@ -773,46 +801,13 @@ class AntimalwareDetector(_Stateless):
 # ---------------------------------------------------------------------------------------------
 # Inventory below baseline
 
-_VERSION_SEPARATORS: Final = re.compile(r"[.\-+]")
-# Versions longer than this are cut before parsing: no real version is, and int() of a
-# 5,000-digit part would raise (CPython's integer string conversion limit).
-_MAX_VERSION_CHARS: Final = 64
-
-
-def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    parts = _VERSION_SEPARATORS.split(version[:_MAX_VERSION_CHARS])
-    # Numeric parts sort before text parts at the same position: (0, n) < (1, "text").
-    return tuple(
-        (0, int(part)) if part.isascii() and part.isdigit() else (1, part) for part in parts if part
-    )
-
-
-_Minimum = tuple[str, tuple[tuple[int, int | str], ...]]
-
-
-def _parsed(minimums: Mapping[str, str]) -> dict[str, _Minimum]:
-    return {name: (text, _version_key(text)) for name, text in minimums.items()}
-
-
-def compare_versions(left: str, right: str) -> int:
-    """Compare two version strings with one simple rule: -1, 0 or 1 like ``cmp``.
-
-    Both are split on ``.``, ``-`` and ``+`` (empty parts dropped); parts are compared left to
-    right, digits as numbers (``10 > 9``, ``01 == 1``), anything else as text, a number before
-    text at the same position; when one is a prefix of the other, the longer is greater
-    (``1.2 < 1.2.1``). The rule knows no pre-releases or epochs: ``1.0-rc1 > 1.0`` and a
-    Debian epoch ``1:2.0`` compares as text; configure baselines with plain release numbers.
-
-    Returns:
-        -1 if ``left`` is older, 0 if equal, 1 if newer.
-    """
-    a, b = _version_key(left), _version_key(right)
-    return (a > b) - (a < b)
-
 
 @dataclass(frozen=True, slots=True)
 class InventoryBaselineConfig:
-    """Minimum versions, by name (none by default: the baseline is the operator's).
+    """Minimum versions for devices whose profile sets no baseline (none by default).
+
+    A device's profile (:mod:`ironhub.monitor.profiles`) with a ``baseline`` replaces these
+    for that device; these are the hub-wide fallback.
 
     Attributes:
         minimum_os_versions: OS name (``os.name``) to minimum ``os.version``.
@@ -830,61 +825,46 @@ class InventoryBaselineConfig:
     max_listed: int = 5
 
 
+def _profile_of(profiles: ProfileBook | None, event: SecurityEvent) -> DeviceProfile | None:
+    return None if profiles is None else profiles.resolve(event.profile)
+
+
+def _profile_details(profile: DeviceProfile | None) -> dict[str, str]:
+    return {} if profile is None else {"profile": profile.name}
+
+
 class InventoryBaselineDetector(_Stateless):
-    """An inventory report with anything below its configured minimum version (stateless)."""
+    """An inventory report with anything below its minimum version (stateless).
+
+    The minimums are the device profile's ``baseline`` when it has one, else the configured
+    hub-wide ones.
+    """
 
     name = "inventory-baseline"
     kinds: frozenset[str] = frozenset({"inventory"})
 
-    def __init__(self, config: InventoryBaselineConfig | None = None) -> None:
+    def __init__(
+        self, config: InventoryBaselineConfig | None = None, profiles: ProfileBook | None = None
+    ) -> None:
         config = self._config = config or InventoryBaselineConfig()
-        # The minimums are parsed once here, not once per package of every report.
-        self._os = _parsed(config.minimum_os_versions)
-        self._drivers = _parsed(config.minimum_driver_versions)
-        self._packages = _parsed(config.minimum_package_versions)
-        kernel = config.minimum_kernel_version
-        self._kernel = None if kernel is None else _parsed({"kernel": kernel})["kernel"]
-
-    @staticmethod
-    def _below(kind: str, name: str, version: object, minimum: _Minimum | None) -> str | None:
-        if minimum is None or not isinstance(version, str):
-            return None
-        text, key = minimum
-        if _version_key(version) >= key:
-            return None
-        return f"{kind} {_text(name)} {_text(version, 32)} < {text}"
-
-    def _scan(self, fields: Mapping[str, Any]) -> list[str]:
-        below: list[str | None] = []
-        os_info = fields.get("os")
-        if isinstance(os_info, Mapping):
-            name = os_info.get("name")
-            if isinstance(name, str):
-                minimum = self._os.get(name)
-                below.append(self._below("os", name, os_info.get("version"), minimum))
-            below.append(self._below("kernel", "kernel", os_info.get("kernel"), self._kernel))
-        for kind, table in (("driver", self._drivers), ("package", self._packages)):
-            items = fields.get(kind + "s")
-            if not isinstance(items, list) or not table:
-                continue
-            for item in items:
-                if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-                    continue
-                name = item["name"]
-                ecosystem = item.get("ecosystem")
-                minimum = None
-                if isinstance(ecosystem, str):
-                    minimum = table.get(f"{ecosystem}:{name}")
-                minimum = minimum or table.get(name)
-                below.append(self._below(kind, name, item.get("version"), minimum))
-        return [item for item in below if item is not None]
+        self._profiles = profiles
+        self._default = Baseline(
+            os_versions=config.minimum_os_versions,
+            kernel_version=config.minimum_kernel_version,
+            driver_versions=config.minimum_driver_versions,
+            package_versions=config.minimum_package_versions,
+        )
 
     def observe(self, event: SecurityEvent) -> list[Finding]:
         """One finding per inventory report with anything below the baseline."""
         device = event.device_id
         if event.kind != "inventory" or device is None:
             return []
-        below = self._scan(event.fields)
+        profile = _profile_of(self._profiles, event)
+        baseline = self._default
+        if profile is not None and profile.baseline is not None:
+            baseline = profile.baseline
+        below = baseline.gaps(event.fields)
         if not below:
             return []
         return [
@@ -898,6 +878,124 @@ class InventoryBaselineDetector(_Stateless):
                 evidence=_evidence(event),
                 count=str(len(below)),
                 items="; ".join(below[: self._config.max_listed]),
+                **_profile_details(profile),
+                **_flagged(event),
+            )
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile drift
+
+
+class ProfileDriftDetector(_Stateless):
+    """A ``ports``, ``usb`` or ``login`` report that departs from the device's hardware profile.
+
+    Stateless: each report is judged whole (a ``ports`` report lists every socket and
+    interface). Devices whose profile has no ``hardware`` section, or that have no profile,
+    are not judged. One finding per report, naming the first departures.
+    """
+
+    name = "profile-drift"
+    kinds: frozenset[str] = frozenset({"ports", "usb", "login"})
+
+    def __init__(self, profiles: ProfileBook, max_listed: int = 5) -> None:
+        self._profiles = profiles
+        self._max_listed = max_listed
+
+    def observe(self, event: SecurityEvent) -> list[Finding]:
+        """One finding per report that does not fit the device's hardware profile."""
+        device = event.device_id
+        profile = self._profiles.resolve(event.profile)
+        if device is None or profile is None or profile.hardware is None:
+            return []
+        drift = hardware_drift(profile.hardware, event.kind, event.fields)
+        if not drift:
+            return []
+        return [
+            _finding(
+                self.name,
+                "profile-drift",
+                Severity.HIGH,
+                device,
+                f"{device} reports {len(drift)} departure(s) from its hardware profile "
+                f"{profile.name!r}.",
+                time=event.time,
+                evidence=_evidence(event),
+                profile=profile.name,
+                count=str(len(drift)),
+                items="; ".join(drift[: self._max_listed]),
+                **_flagged(event),
+            )
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Vulnerable packages
+
+
+_ADVISORY_SEVERITY: Final = {
+    "critical": Severity.CRITICAL,
+    "high": Severity.HIGH,
+    "medium": Severity.MEDIUM,
+    "low": Severity.LOW,
+}
+
+
+class AdvisoryDetector(_Stateless):
+    """An inventory report with a package that an imported advisory says is vulnerable.
+
+    The advisories are configuration (imported with ``ironhub advisories import``), replaced
+    with :meth:`set_index`; an inventory is matched package by package (an index lookup
+    each). The finding's severity is the highest among the matches (an advisory without one
+    counts as medium).
+    """
+
+    name = "advisories"
+    kinds: frozenset[str] = frozenset({"inventory"})
+
+    def __init__(self, index: AdvisoryIndex | None = None, max_listed: int = 5) -> None:
+        self._index = index or AdvisoryIndex(())
+        self._max_listed = max_listed
+
+    @property
+    def index(self) -> AdvisoryIndex:
+        """The advisories in force."""
+        return self._index
+
+    def set_index(self, index: AdvisoryIndex) -> None:
+        """Replace the advisories in force."""
+        self._index = index
+
+    def observe(self, event: SecurityEvent) -> list[Finding]:
+        """One finding per inventory report with a vulnerable package."""
+        device = event.device_id
+        packages = event.fields.get("packages")
+        if event.kind != "inventory" or device is None or not isinstance(packages, list):
+            return []
+        matches = match_inventory(self._index, packages)
+        if not matches:
+            return []
+        severity = max(
+            (_ADVISORY_SEVERITY.get(m.severity, Severity.MEDIUM) for m in matches),
+            key=_SEVERITY_ORDER.index,
+        )
+        listed = [
+            f"{m.advisory_id} {_text(m.package)} {_text(m.installed_version, 32)}"
+            + (f" (fixed in {_text(m.fixed, 32)})" if m.fixed else "")
+            for m in matches[: self._max_listed]
+        ]
+        return [
+            _finding(
+                self.name,
+                "vulnerable-package",
+                severity,
+                device,
+                f"{len(matches)} known vulnerability(ies) in the packages of {device}.",
+                time=event.time,
+                evidence=_evidence(event),
+                count=str(len(matches)),
+                advisories="; ".join(listed),
                 **_flagged(event),
             )
         ]
@@ -1822,14 +1920,26 @@ class DetectorsConfig:
     silence: SilenceConfig = field(default_factory=SilenceConfig)
 
 
-def all_detectors(config: DetectorsConfig | None = None) -> list[Detector]:
-    """One of each detector, configured by ``config`` (defaults when ``None``)."""
+def all_detectors(
+    config: DetectorsConfig | None = None,
+    *,
+    profiles: ProfileBook | None = None,
+    advisories: AdvisoryIndex | None = None,
+) -> list[Detector]:
+    """One of each detector, configured by ``config`` (defaults when ``None``).
+
+    ``profiles`` are the device profiles in force, shared by the profile-aware detectors
+    (kept current by the caller; empty when ``None``), ``advisories`` the imported advisories.
+    """
     config = config or DetectorsConfig()
+    profiles = ProfileBook() if profiles is None else profiles
     return [
         TamperDetector(config.tamper),
         PhysicalAccessDetector(config.physical_access),
-        AntimalwareDetector(config.antimalware),
-        InventoryBaselineDetector(config.inventory_baseline),
+        AntimalwareDetector(config.antimalware, profiles),
+        InventoryBaselineDetector(config.inventory_baseline, profiles),
+        ProfileDriftDetector(profiles),
+        AdvisoryDetector(advisories),
         BruteForceDetector(config.brute_force),
         MasqueradeDetector(config.masquerade),
         FlappingDetector(config.flapping),

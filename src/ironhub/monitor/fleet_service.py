@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ironhub.services import Services
     from ironhub.storage.interfaces import DeviceRecord
 
-__all__ = ["FleetAuditor", "FleetReport"]
+__all__ = ["FleetAuditor", "FleetReport", "limit_facts"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,11 @@ def _certificate_facts(record: DeviceRecord) -> list[CertificateFacts]:
     return facts
 
 
-def _limit_facts(limits: LimitsConfig) -> tuple[LimitFacts, ...]:
+def limit_facts(limits: LimitsConfig) -> tuple[LimitFacts, ...]:
+    """Every rate and size limit with its default.
+
+    The fleet audit and the compliance report both read it, so they judge the same numbers.
+    """
     defaults = LimitsConfig()
     return tuple(
         LimitFacts(
@@ -313,5 +317,5 @@ class FleetAuditor:
             webhook_secret=await asyncio.to_thread(
                 _secret_facts, config.monitor.webhook_secret_file
             ),
-            limits=_limit_facts(config.limits),
+            limits=limit_facts(config.limits),
         )

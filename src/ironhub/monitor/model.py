@@ -73,6 +73,10 @@ class SecurityEvent:
         seq: the message-log sequence number of the evidence, when it has one.
         problem: why a device message was flagged (unknown type, malformed JSON, missing
             ``time``...); ``None`` for a well-formed event. Flagged events are kept.
+        profile: the device profile assigned to the device when the monitor processed the
+            event (its twin tag ``ironhub.profile``, :mod:`ironhub.monitor.profiles`), set for
+            the kinds profiles judge; ``None`` when it has none (the ``default`` profile then
+            applies, if one exists).
     """
 
     kind: str
@@ -83,6 +87,7 @@ class SecurityEvent:
     source: str | None = None
     seq: int | None = None
     problem: str | None = None
+    profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

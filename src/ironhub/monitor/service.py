@@ -8,7 +8,10 @@ It is a consumer of the message log (ARCHITECTURE.md: endpoint → router → lo
    message is parsed (malformed and unknown ones are kept, flagged), the hub's own security and
    lifecycle records become hub events, telemetry becomes a size observation.
 3. The detectors (:mod:`ironhub.monitor.detectors`, pure state machines) turn events into
-   findings; a timer wakes the time-driven ones.
+   findings; a timer wakes the time-driven ones. Reports a device profile judges carry the
+   device's assigned profile (its twin tag, read per message), and each device's latest
+   inventory, anti-malware and ports report is kept for the posture report
+   (:mod:`ironhub.monitor.posture_service`); new advisories re-check the kept inventories.
 4. Findings become alerts by the rules of :mod:`ironhub.monitor.alerts` (merge, suppress, new).
 5. A new alert runs its playbook: quarantine, disable, revoke, notify. Every action is recorded
    in the audit log, and every one is reversible by an operator (release, enable, new keys).
@@ -25,6 +28,7 @@ import contextlib
 import dataclasses
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import secrets
@@ -51,10 +55,17 @@ from ironhub.monitor.alerts import (
     new_alert,
     parse_playbooks,
 )
-from ironhub.monitor.detectors import DetectorSet
-from ironhub.monitor.model import Finding, Severity
+from ironhub.monitor.detectors import AdvisoryDetector, DetectorSet, all_detectors
+from ironhub.monitor.model import Finding, SecurityEvent, Severity
 from ironhub.registry.service import KEY_SLOTS
-from ironhub.storage.interfaces import AlertRecord, AlertState, AuthKind, DeviceState, Stream
+from ironhub.storage.interfaces import (
+    AlertRecord,
+    AlertState,
+    AuthKind,
+    DeviceState,
+    PostureRecord,
+    Stream,
+)
 from ironhub.streams.log import SubscriberLagged
 
 if TYPE_CHECKING:
@@ -63,8 +74,9 @@ if TYPE_CHECKING:
     from ironhub.audit.service import AuditLog
     from ironhub.clock import Clock
     from ironhub.config import MonitorConfig
+    from ironhub.monitor.advisories import AdvisoryIndex
     from ironhub.monitor.fleet import FleetFinding
-    from ironhub.monitor.model import SecurityEvent
+    from ironhub.monitor.posture_service import PostureService
     from ironhub.provisioning.authority import DeviceAuthority
     from ironhub.registry.service import Registry
     from ironhub.storage.interfaces import DeviceRecord, Storage, StoredMessage
@@ -81,6 +93,10 @@ _SUBSCRIPTION_QUEUE: Final = 20_000
 MAX_MAINTENANCE_SECONDS: Final = 7 * 86400.0
 #: Attempts of an alert update that keeps losing to a concurrent change (an operator's ack).
 _UPDATE_ATTEMPTS: Final = 3
+#: Device report kinds judged against the device's profile: the profile is looked up for them.
+_PROFILED_KINDS: Final = frozenset({"inventory", "antimalware", "ports", "usb", "login"})
+#: Device report kinds whose latest copy is kept per device for the posture report.
+_POSTURE_KINDS: Final = frozenset({"inventory", "antimalware", "ports"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +124,7 @@ class MonitorService:
         audit: AuditLog | None = None,
         authority: DeviceAuthority | None = None,
         detectors: DetectorSet | None = None,
+        posture: PostureService | None = None,
     ) -> None:
         self._storage = storage
         self._log = log
@@ -116,7 +133,14 @@ class MonitorService:
         self._config = config
         self._audit = audit
         self._authority = authority
-        self._detectors = detectors or DetectorSet()
+        self._posture = posture
+        if detectors is None:
+            detectors = DetectorSet(
+                all_detectors()
+                if posture is None
+                else all_detectors(profiles=posture.book, advisories=posture.index)
+            )
+        self._detectors = detectors
         self._policy = AlertPolicy(suppression_seconds=config.suppression_seconds)
         try:
             self._playbooks = parse_playbooks(config.playbooks)
@@ -168,6 +192,8 @@ class MonitorService:
             except (ValueError, TypeError, AttributeError):
                 # Corrupt state: start the detectors afresh from the saved cursor, loudly.
                 logger.exception("monitor state unreadable; detectors start afresh")
+        if self._posture is not None:
+            self._posture.add_advisory_listener(self._advisories_changed)
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._follow(), name="monitor-follow"),
@@ -211,12 +237,18 @@ class MonitorService:
             )
 
     async def stop(self) -> None:
-        """Stop following and save the state."""
+        """Stop following and save the state (nothing to save if it never started)."""
+        if not self._tasks:
+            return
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a task that died must not cost the saved state
+                logger.exception("monitor task %s had failed", task.get_name())
         self._tasks = []
         with contextlib.suppress(StorageError):
             await self._save()
@@ -262,8 +294,9 @@ class MonitorService:
     # --- following the log ----------------------------------------------------------------------
     async def _follow(self) -> None:
         while True:
-            subscription = self._log.subscribe(max_queue=_SUBSCRIPTION_QUEUE)
+            subscription = None
             try:
+                subscription = self._log.subscribe(max_queue=_SUBSCRIPTION_QUEUE)
                 await self._catch_up()
                 async for message in subscription:
                     if message.seq > self._cursor:
@@ -274,7 +307,8 @@ class MonitorService:
                 logger.exception("monitor cannot read the log; retrying")
                 await asyncio.sleep(1.0)
             finally:
-                subscription.close()
+                if subscription is not None:
+                    subscription.close()
 
     async def _catch_up(self) -> None:
         while True:
@@ -313,10 +347,46 @@ class MonitorService:
             ]
         return []
 
+    async def _profiled(self, events: list[SecurityEvent]) -> list[SecurityEvent]:
+        """Events with the device's assigned profile filled in, for the kinds it judges.
+
+        The profile is the device twin's tag at the time the report is processed (one lookup
+        per message); reports of other kinds pass unchanged.
+        """
+        if self._posture is None:
+            return events
+        profile: str | None = None
+        looked_up = False
+        out = []
+        for event in events:
+            if event.kind in _PROFILED_KINDS and event.device_id:
+                if not looked_up:
+                    profile = await self._posture.assigned_profile(event.device_id)
+                    looked_up = True
+                event = dataclasses.replace(event, profile=profile)  # noqa: PLW2901
+            out.append(event)
+        return out
+
+    async def _keep_posture(self, events: list[SecurityEvent]) -> None:
+        """Keep each device's latest inventory, anti-malware and ports report."""
+        for event in events:
+            if event.kind in _POSTURE_KINDS and event.device_id and event.seq is not None:
+                await self._storage.put_posture(
+                    PostureRecord(
+                        device_id=event.device_id,
+                        kind=event.kind,
+                        seq=event.seq,
+                        received_at=event.time,
+                        document=json.dumps(dict(event.fields), separators=(",", ":")),
+                    )
+                )
+
     async def _process(self, message: StoredMessage) -> None:
         findings: list[Finding] = []
+        events = await self._profiled(self._events_of(message))
+        await self._keep_posture(events)
         async with self._lock:
-            for event in self._events_of(message):
+            for event in events:
                 self._events += 1
                 findings.extend(self._detectors.observe(event))
         for finding in findings:
@@ -324,6 +394,38 @@ class MonitorService:
         async with self._processed:
             self._cursor = max(self._cursor, message.seq)
             self._processed.notify_all()
+
+    async def _advisories_changed(self, index: AdvisoryIndex) -> None:
+        """New advisories: put them in force and re-check every device's latest inventory.
+
+        A device running a package that an advisory imported today covers is alerted now,
+        not at its next inventory report.
+        """
+        targets = [d for d in self._detectors.detectors if isinstance(d, AdvisoryDetector)]
+        if not targets:
+            return
+        async with self._lock:
+            for detector in targets:
+                detector.set_index(index)
+        after = ""
+        while page := await self._storage.list_posture("inventory", after=after, limit=1000):
+            for record in page:
+                try:
+                    fields = json.loads(record.document)
+                except ValueError:
+                    continue
+                event = SecurityEvent(
+                    kind="inventory",
+                    device_id=record.device_id,
+                    time=self._clock.time(),
+                    fields=fields if isinstance(fields, dict) else {},
+                    seq=record.seq,
+                )
+                async with self._lock:
+                    findings = [f for d in targets for f in d.observe(event)]
+                for finding in findings:
+                    await self._handle(finding)
+            after = page[-1].device_id
 
     # --- alerts -------------------------------------------------------------------------------
     async def _handle(self, finding: Finding) -> None:
@@ -395,6 +497,11 @@ class MonitorService:
                 except ConflictError:
                     continue
                 return
+            logger.error(
+                "alert kept changing; actions %s not recorded on alert %s (they are audited)",
+                ",".join(done),
+                alert.alert_id,
+            )
 
     async def _act(self, action: str, alert: AlertRecord) -> bool:
         device_id = alert.device_id
@@ -473,7 +580,9 @@ class MonitorService:
                 try:
                     await asyncio.to_thread(self._post, body)
                     break
-                except OSError as exc:
+                except (OSError, http.client.HTTPException) as exc:
+                    # HTTPException: a receiver that answers something that is not HTTP
+                    # (BadStatusLine) must not end notification for good.
                     logger.warning("webhook attempt %d failed: %s", attempt, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 60.0)
@@ -492,9 +601,7 @@ class MonitorService:
                 "X-Ironhub-Signature": f"sha256={signature}",
             },
         )
-        with urllib.request.urlopen(  # noqa: S310 - https only, checked at start
-            request, timeout=10, context=self._webhook_tls
-        ) as response:
+        with _urlopen(request, timeout=10, context=self._webhook_tls) as response:
             if response.status >= 300:
                 raise OSError(f"webhook answered {response.status}")
 
@@ -579,6 +686,7 @@ class MonitorService:
             ValidationError: the window is empty, longer than :data:`MAX_MAINTENANCE_SECONDS`,
                 or ends in the past.
             NotFoundError: no such device.
+            LookupError: the monitor runs no physical-access detector (a custom detector set).
             StorageError: storage failed.
         """
         if not starts_at < ends_at or ends_at - starts_at > MAX_MAINTENANCE_SECONDS:
@@ -604,6 +712,28 @@ class MonitorService:
         if record.state is not DeviceState.QUARANTINED:
             raise ValidationError(f"device {device_id!r} is not quarantined")
         return await self._registry.set_state(device_id, DeviceState.ENABLED)
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect.
+
+    urllib would re-send the POST as a bodiless GET, to any scheme (``http://`` too), and
+    count that answer as the delivery.
+    """
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401, ARG002
+        """None: urllib then raises ``HTTPError`` (an ``OSError``), retried, then given up."""
+        return
+
+
+def _urlopen(
+    request: urllib.request.Request, *, timeout: float, context: ssl.SSLContext | None
+) -> Any:  # noqa: ANN401 - urllib's response object
+    """``urllib.request.urlopen`` for the webhook: TLS as configured, redirects refused."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=context), _RefuseRedirects()
+    )
+    return opener.open(request, timeout=timeout)
 
 
 def alert_document(alert: AlertRecord) -> dict[str, Any]:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import asyncio
 
 __all__ = [
+    "AdvisoryRecord",
     "AlertRecord",
     "AlertState",
     "Attestation",
@@ -40,6 +41,8 @@ __all__ = [
     "IssuedCertificateRecord",
     "LogEntry",
     "OperatorRecord",
+    "PostureRecord",
+    "ProfileRecord",
     "RegistrationRecord",
     "ReprovisionPolicy",
     "SessionRecord",
@@ -449,6 +452,49 @@ CommitListener = Callable[[int, Sequence[LogEntry]], None]
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileRecord:
+    """A device profile (issue 6): ``document`` is its compact JSON (monitor/profiles.py).
+
+    ``version`` starts at 1 and increases on every replacement.
+    """
+
+    name: str
+    document: str
+    created_at: float
+    updated_at: float
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdvisoryRecord:
+    """An imported security advisory (OSV, issue 6), normalised to compact JSON.
+
+    ``modified`` is the advisory's own RFC 3339 modification time, which decides whether a
+    later import replaces it.
+    """
+
+    advisory_id: str
+    modified: str
+    document: str
+    imported_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PostureRecord:
+    """A device's latest report of one kind (``inventory``, ``antimalware``, ``ports``).
+
+    ``document`` is the compact JSON of the parsed event's fields; ``seq`` the message-log
+    sequence number of the report (the raw message), ``received_at`` the hub's receive time.
+    """
+
+    device_id: str
+    kind: str
+    seq: int
+    received_at: float
+    document: str
+
+
+@dataclass(frozen=True, slots=True)
 class StorageStatistics:
     """Counters for ``/metrics`` and tests."""
 
@@ -508,7 +554,7 @@ class Storage(Protocol):
         """Delete an identity and everything it owns, in one transaction; ``False`` if absent.
 
         Deleting a device ``d`` also deletes its modules (``d/*``); for every deleted identity
-        its twin, its session and its queued cloud messages go too.
+        its twin, its session, its queued cloud messages and its latest posture reports go too.
         """
         ...
 
@@ -820,6 +866,56 @@ class Storage(Protocol):
 
     async def get_monitor_state(self, name: str) -> str | None:
         """A named piece of monitor state, or ``None``."""
+        ...
+
+    # --- device posture: profiles, advisories, latest reports ---------------------------------
+    async def put_profile(self, record: ProfileRecord, *, expected_version: int | None) -> None:
+        """Create (``expected_version=None``) or replace a profile.
+
+        Creating an existing name raises ``ConflictError``; replacing needs the stored version
+        to be ``expected_version`` and ``record.version`` to be one more (``NotFoundError`` if
+        it is gone, ``PreconditionFailedError`` if it changed).
+        """
+        ...
+
+    async def get_profile(self, name: str) -> ProfileRecord | None:
+        """The profile called ``name``, or ``None``."""
+        ...
+
+    async def list_profiles(self) -> list[ProfileRecord]:
+        """Every profile, by name."""
+        ...
+
+    async def delete_profile(self, name: str) -> bool:
+        """Delete a profile; whether it existed."""
+        ...
+
+    async def put_advisories(
+        self, records: Sequence[AdvisoryRecord], *, delete: Sequence[str] = ()
+    ) -> None:
+        """Insert or replace ``records`` and delete the ids in ``delete``, in one transaction."""
+        ...
+
+    async def list_advisories(self, *, after: str = "", limit: int = 1000) -> list[AdvisoryRecord]:
+        """Advisories with ``advisory_id > after``, in id order."""
+        ...
+
+    async def count_advisories(self) -> int:
+        """How many advisories are stored."""
+        ...
+
+    async def put_posture(self, record: PostureRecord) -> None:
+        """Store a device's report of one kind unless a newer one (higher ``seq``) is stored."""
+        ...
+
+    async def get_posture(self, device_id: str, kind: str) -> PostureRecord | None:
+        """A device's latest report of ``kind``, or ``None``."""
+        ...
+
+    async def list_posture(
+        self, kind: str, *, after: str = "", limit: int = 1000
+    ) -> list[PostureRecord]:
+        """The latest reports of ``kind`` of devices with ``device_id > after``, in id order."""
         ...
 
     # --- audit log ---------------------------------------------------------------------------

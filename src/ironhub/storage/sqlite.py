@@ -54,7 +54,7 @@ with empty security state (SECURITY-TESTS.md §3.11 item 49). Files are created 
 Schema migrations
 -----------------
 
-An intact database of an older known version (1 to 5, written by earlier releases) is
+An intact database of an older known version (1 to 6, written by earlier releases) is
 upgraded in place at open, before WAL mode and before any reader: the new tables, ``PRAGMA
 user_version`` and ``meta.schema_version`` change in one transaction (:func:`_migrate`), so the
 file is either wholly the old version or wholly the new one. Existing tables are never rewritten.
@@ -62,7 +62,8 @@ Version 2 added ``twins``, ``sessions`` and ``cloud_messages``; version 3 the au
 version 4 operator accounts and role-scoped tokens; version 5 provisioning (``enrollments``,
 ``registrations``, ``claim_tokens``, ``certificates`` and ``crl``); version 6 security monitoring
 (``alerts`` and ``monitor_state``; the device state ``quarantined`` is a new value of the
-existing ``devices.state`` column, which needed no change).
+existing ``devices.state`` column, which needed no change); version 7 device posture
+(``profiles``, ``advisories``, ``device_posture``).
 
 Provisioning rules that span rows are kept by the writer, not by SQLite foreign keys (which
 stay off, as for modules): a claim token is inserted only in the transaction that found its
@@ -97,6 +98,7 @@ from ironhub.errors import (
     StorageError,
 )
 from ironhub.storage.interfaces import (
+    AdvisoryRecord,
     AlertRecord,
     AlertState,
     Attestation,
@@ -112,6 +114,8 @@ from ironhub.storage.interfaces import (
     IssuedCertificateRecord,
     LogEntry,
     OperatorRecord,
+    PostureRecord,
+    ProfileRecord,
     RegistrationRecord,
     ReprovisionPolicy,
     SessionRecord,
@@ -140,7 +144,7 @@ _T = TypeVar("_T")
 #: ``PRAGMA application_id`` of every ironhub database: the ASCII bytes ``IRHB``.
 APPLICATION_ID: Final = 0x49524842
 #: The schema this code reads and writes (``PRAGMA user_version`` and ``meta.schema_version``).
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 _HEADER_BYTES: Final = 100
@@ -172,6 +176,7 @@ _TABLES: Final = {
     4: _TABLES_V4,
     5: _TABLES_V5,
     6: _TABLES_V5 | {"alerts", "monitor_state"},
+    7: _TABLES_V5 | {"alerts", "monitor_state", "profiles", "advisories", "device_posture"},
 }
 
 #: The tables of schema version 1, unchanged since (the previous release created exactly these).
@@ -423,6 +428,37 @@ _TABLES_V6_STATEMENTS: Final = (
 ) WITHOUT ROWID""",
 )
 
+#: What schema version 7 adds: device posture (issue 6). ``profiles`` holds device profiles
+#: (compact JSON checked by monitor/profiles.py), ``advisories`` imported OSV advisories in
+#: their normalised compact form, ``device_posture`` each device's latest report of a kind
+#: (``inventory``, ``antimalware``, ``ports``), owned by the device like its twin (deleted with
+#: it).
+_TABLES_V7_STATEMENTS: Final = (
+    """CREATE TABLE profiles (
+    name TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID""",
+    """CREATE TABLE advisories (
+    advisory_id TEXT PRIMARY KEY,
+    modified TEXT NOT NULL,
+    document TEXT NOT NULL,
+    imported_at REAL NOT NULL
+) WITHOUT ROWID""",
+    """CREATE TABLE device_posture (
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (device_id, kind)
+) WITHOUT ROWID""",
+    # list_posture walks one kind in device order.
+    "CREATE INDEX device_posture_by_kind ON device_posture (kind, device_id)",
+)
+
 _SCHEMA: Final = (
     _TABLES_V1_SQL
     + "".join(f"{statement};\n" for statement in _TABLES_V2_STATEMENTS)
@@ -430,6 +466,7 @@ _SCHEMA: Final = (
     + "".join(f"{statement};\n" for statement in _TABLES_V4_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V5_STATEMENTS)
     + "".join(f"{statement};\n" for statement in _TABLES_V6_STATEMENTS)
+    + "".join(f"{statement};\n" for statement in _TABLES_V7_STATEMENTS)
     + f"""
 INSERT INTO meta (key, value) VALUES
     ('application', 'ironhub'),
@@ -661,6 +698,7 @@ _DELETE_OWNED: Final = tuple(
         ("twins", "identity"),
         ("sessions", "client_id"),
         ("cloud_messages", "identity"),
+        ("device_posture", "device_id"),
     )
 )
 #: Message queries differ only in their filters, which are fixed strings chosen by code.
@@ -849,6 +887,7 @@ _MIGRATIONS: Final = {
     3: _TABLES_V4_STATEMENTS,
     4: _TABLES_V5_STATEMENTS,
     5: _TABLES_V6_STATEMENTS,
+    6: _TABLES_V7_STATEMENTS,
 }
 
 
@@ -959,6 +998,22 @@ def _device_from_row(row: Sequence[Any]) -> DeviceRecord:
         )
     except (ValueError, msgspec.DecodeError) as exc:
         raise CorruptDatabaseError(f"device row cannot be decoded: {exc}") from exc
+
+
+_PROFILE_SELECT: Final = "SELECT name, document, created_at, updated_at, version FROM profiles"
+_POSTURE_SELECT: Final = "SELECT device_id, kind, seq, received_at, document FROM device_posture"
+
+
+def _profile_from_row(row: tuple[Any, ...]) -> ProfileRecord:
+    return ProfileRecord(
+        name=row[0], document=row[1], created_at=row[2], updated_at=row[3], version=row[4]
+    )
+
+
+def _posture_from_row(row: tuple[Any, ...]) -> PostureRecord:
+    return PostureRecord(
+        device_id=row[0], kind=row[1], seq=row[2], received_at=row[3], document=row[4]
+    )
 
 
 def _owned_range(identity: str) -> tuple[str, str, str]:
@@ -3076,6 +3131,205 @@ class SQLiteStorage:
         def run(conn: sqlite3.Connection) -> str | None:
             row = conn.execute("SELECT state FROM monitor_state WHERE name = ?", (name,)).fetchone()
             return None if row is None else str(row[0])
+
+        return await self._read(run)
+
+    # --- device posture: profiles, advisories, latest reports ---------------------------------
+    async def put_profile(self, record: ProfileRecord, *, expected_version: int | None) -> None:
+        """Create (``expected_version=None``) or replace a profile; committed on return.
+
+        Raises:
+            ConflictError: creating a name that exists.
+            NotFoundError: replacing a profile that is gone.
+            PreconditionFailedError: replacing a profile whose version is not
+                ``expected_version``.
+            ValueError: a new profile's version is not 1, or a replacement's is not
+                ``expected_version + 1``.
+            StorageError: the write failed.
+        """
+        wanted = 1 if expected_version is None else expected_version + 1
+        if record.version != wanted:
+            raise ValueError(f"record.version must be {wanted}")
+        values = (record.document, record.created_at, record.updated_at, record.version)
+
+        def run(conn: sqlite3.Connection) -> None:
+            if expected_version is None:
+                try:
+                    conn.execute(
+                        "INSERT INTO profiles (name, document, created_at, updated_at, version)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (record.name, *values),
+                    )
+                except sqlite3.IntegrityError:
+                    raise ConflictError(f"profile {record.name!r} already exists") from None
+                return
+            cursor = conn.execute(
+                "UPDATE profiles SET document = ?, created_at = ?, updated_at = ?, version = ?"
+                " WHERE name = ? AND version = ?",
+                (*values, record.name, expected_version),
+            )
+            if cursor.rowcount == 1:
+                return
+            found = conn.execute(
+                "SELECT version FROM profiles WHERE name = ?", (record.name,)
+            ).fetchone()
+            if found is None:
+                raise NotFoundError(f"profile {record.name!r} does not exist")
+            raise PreconditionFailedError(
+                f"profile {record.name!r} is at version {found[0]}, not {expected_version}"
+            )
+
+        await self._write(run)
+
+    async def get_profile(self, name: str) -> ProfileRecord | None:
+        """The profile called ``name``, or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> ProfileRecord | None:
+            row = conn.execute(_PROFILE_SELECT + " WHERE name = ?", (name,)).fetchone()
+            return None if row is None else _profile_from_row(row)
+
+        return await self._read(run)
+
+    async def list_profiles(self) -> list[ProfileRecord]:
+        """Every profile, by name.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[ProfileRecord]:
+            return [
+                _profile_from_row(row) for row in conn.execute(_PROFILE_SELECT + " ORDER BY name")
+            ]
+
+        return await self._read(run)
+
+    async def delete_profile(self, name: str) -> bool:
+        """Delete a profile; whether it existed.
+
+        Raises:
+            StorageError: the write failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM profiles WHERE name = ?", (name,)).rowcount == 1
+
+        return await self._write(run)
+
+    async def put_advisories(
+        self, records: Sequence[AdvisoryRecord], *, delete: Sequence[str] = ()
+    ) -> None:
+        """Insert or replace advisories and delete others, in one transaction.
+
+        Raises:
+            StorageError: the write failed (nothing changed).
+        """
+        rows = [(r.advisory_id, r.modified, r.document, r.imported_at) for r in records]
+        gone = [(advisory_id,) for advisory_id in delete]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO advisories (advisory_id, modified, document, imported_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (advisory_id) DO UPDATE SET"
+                " modified = excluded.modified, document = excluded.document,"
+                " imported_at = excluded.imported_at",
+                rows,
+            )
+            conn.executemany("DELETE FROM advisories WHERE advisory_id = ?", gone)
+
+        await self._write(run)
+
+    async def list_advisories(self, *, after: str = "", limit: int = 1000) -> list[AdvisoryRecord]:
+        """Advisories with ``advisory_id > after``, in id order; at most ``limit``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[AdvisoryRecord]:
+            return [
+                AdvisoryRecord(
+                    advisory_id=row[0], modified=row[1], document=row[2], imported_at=row[3]
+                )
+                for row in conn.execute(
+                    "SELECT advisory_id, modified, document, imported_at FROM advisories"
+                    " WHERE advisory_id > ? ORDER BY advisory_id LIMIT ?",
+                    (after, max(limit, 0)),
+                )
+            ]
+
+        return await self._read(run)
+
+    async def count_advisories(self) -> int:
+        """How many advisories are stored.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM advisories").fetchone()[0])
+
+        return await self._read(run)
+
+    async def put_posture(self, record: PostureRecord) -> None:
+        """Store a device's report of one kind unless one with a higher ``seq`` is stored.
+
+        Raises:
+            StorageError: the write failed.
+        """
+        row = (record.device_id, record.kind, record.seq, record.received_at, record.document)
+
+        def run(conn: sqlite3.Connection) -> None:
+            # The monitor may process a message again after a crash: an older report must not
+            # replace a newer one.
+            conn.execute(
+                "INSERT INTO device_posture (device_id, kind, seq, received_at, document)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, kind) DO UPDATE SET"
+                " seq = excluded.seq, received_at = excluded.received_at,"
+                " document = excluded.document WHERE excluded.seq >= device_posture.seq",
+                row,
+            )
+
+        await self._write(run)
+
+    async def get_posture(self, device_id: str, kind: str) -> PostureRecord | None:
+        """A device's latest report of ``kind``, or ``None``.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> PostureRecord | None:
+            row = conn.execute(
+                _POSTURE_SELECT + " WHERE device_id = ? AND kind = ?", (device_id, kind)
+            ).fetchone()
+            return None if row is None else _posture_from_row(row)
+
+        return await self._read(run)
+
+    async def list_posture(
+        self, kind: str, *, after: str = "", limit: int = 1000
+    ) -> list[PostureRecord]:
+        """The latest reports of ``kind``, of devices with ``device_id > after``, in id order.
+
+        Raises:
+            StorageError: the read failed.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[PostureRecord]:
+            return [
+                _posture_from_row(row)
+                for row in conn.execute(
+                    _POSTURE_SELECT
+                    + " WHERE kind = ? AND device_id > ? ORDER BY device_id LIMIT ?",
+                    (kind, after, max(limit, 0)),
+                )
+            ]
 
         return await self._read(run)
 

@@ -19,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ironhub.monitor import detectors as detectors_module
+from ironhub.monitor.advisories import AdvisoryIndex, parse_advisory
 from ironhub.monitor.detectors import (
     ALERT_TYPES,
+    AdvisoryDetector,
     AntimalwareConfig,
     AntimalwareDetector,
     BruteForceConfig,
@@ -38,6 +40,7 @@ from ironhub.monitor.detectors import (
     NewNetworkDetector,
     PhysicalAccessConfig,
     PhysicalAccessDetector,
+    ProfileDriftDetector,
     RateAnomalyConfig,
     RateAnomalyDetector,
     SilenceConfig,
@@ -55,6 +58,7 @@ from ironhub.monitor.model import (
     SecurityEvent,
     Severity,
 )
+from ironhub.monitor.profiles import ProfileBook, parse_profile
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 HOUR = 3600.0
@@ -1493,6 +1497,166 @@ def test_silence_config_is_checked() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Profiles: drift, baselines and anti-malware age per device model
+
+PROFILES = ProfileBook(
+    [
+        parse_profile(
+            "sensor",
+            {
+                "hardware": {"listening": ["tcp/22"], "interfaces": {"ethernet": 1}},
+                "baseline": {"os": {"Debian": "12.7"}, "maxDefinitionsAgeHours": 12},
+            },
+        ),
+        parse_profile("baseline-only", {"baseline": {"kernel": "6.1"}}),
+    ]
+)
+
+
+def profiled(kind: str, profile: str | None, **fields: Any) -> SecurityEvent:
+    return SecurityEvent(
+        kind=kind, device_id="dev-1", time=T0, fields=fields, seq=5, profile=profile
+    )
+
+
+def test_profile_drift_fires_once_per_report_with_the_profile_named() -> None:
+    detector = ProfileDriftDetector(PROFILES, max_listed=1)
+    listening = [
+        {"protocol": "tcp", "port": 22, "address": "0.0.0.0"},
+        {"protocol": "tcp", "port": 23, "address": "0.0.0.0"},
+        {"protocol": "udp", "port": 69, "address": "0.0.0.0"},
+    ]
+    [finding] = detector.observe(profiled("ports", "sensor", listening=listening))
+    assert (finding.alert_type, finding.severity) == ("profile-drift", Severity.HIGH)
+    assert finding.details == {
+        "profile": "sensor",
+        "count": "2",
+        "items": "listening tcp/23 is not in the profile",
+    }
+    assert finding.evidence == (5,)
+    assert "'sensor'" in finding.summary
+    assert detector.observe(profiled("ports", "sensor", listening=listening[:1])) == []
+    garbled = SecurityEvent(
+        kind="usb", device_id="dev-1", time=T0, fields={"action": "attached"},
+        problem="'vendor' is not 4 hex digits", profile="sensor",
+    )  # fmt: skip
+    [usb_drift] = detector.observe(garbled)
+    assert usb_drift.details["problem"] == "'vendor' is not 4 hex digits"
+
+
+def test_profile_drift_needs_a_device_and_a_hardware_profile() -> None:
+    detector = ProfileDriftDetector(PROFILES)
+    bad = {"listening": [{"protocol": "tcp", "port": 23, "address": "0.0.0.0"}]}
+    assert detector.observe(profiled("ports", "baseline-only", **bad)) == []
+    assert detector.observe(profiled("ports", None, **bad)) == []  # no default profile
+    assert detector.observe(profiled("ports", "gone", **bad)) == []
+    event = SecurityEvent(kind="ports", device_id=None, time=T0, fields=bad, profile="sensor")
+    assert detector.observe(event) == []
+    assert detector.tick(T0) == []
+    assert detector.snapshot() == {"v": 1}
+
+
+def test_the_default_profile_judges_devices_without_one() -> None:
+    book = ProfileBook([parse_profile("default", {"hardware": {}})])
+    [finding] = ProfileDriftDetector(book).observe(profiled("login", None, console="ttyS0"))
+    assert finding.details["profile"] == "default"
+
+
+def test_a_profile_baseline_replaces_the_configured_one() -> None:
+    detector = InventoryBaselineDetector(
+        InventoryBaselineConfig(minimum_os_versions={"Debian": "11"}), PROFILES
+    )
+    os_12_5 = {"os": {"name": "Debian", "version": "12.5", "kernel": "5.10"}}
+    [finding] = detector.observe(profiled("inventory", "sensor", **os_12_5))
+    assert finding.details["items"] == "os Debian 12.5 < 12.7"
+    assert finding.details["profile"] == "sensor"
+    [kernel] = detector.observe(profiled("inventory", "baseline-only", **os_12_5))
+    assert kernel.details["items"] == "kernel kernel 5.10 < 6.1"
+    # No profile: the configured baseline (12.5 >= 11), and no profile in the details.
+    assert detector.observe(profiled("inventory", None, **os_12_5)) == []
+    old = {"os": {"name": "Debian", "version": "10"}}
+    [configured] = detector.observe(profiled("inventory", None, **old))
+    assert "profile" not in configured.details
+    # A profile without a baseline falls back to the configured one too.
+    book = ProfileBook([parse_profile("hw", {"hardware": {}})])
+    fallback = InventoryBaselineDetector(
+        InventoryBaselineConfig(minimum_os_versions={"Debian": "11"}), book
+    )
+    assert len(fallback.observe(profiled("inventory", "hw", **old))) == 1
+
+
+def test_a_profile_sets_the_anti_malware_definitions_age() -> None:
+    detector = AntimalwareDetector(AntimalwareConfig(), PROFILES)
+    report = {"engine": "ClamAV", "enabled": True, "definitions_age_hours": 20}
+    [stale] = detector.observe(profiled("antimalware", "sensor", **report))
+    assert stale.alert_type == "antimalware-stale"
+    assert stale.details["profile"] == "sensor"
+    assert "maximum 12" in stale.summary
+    # The profile without an age, and no profile: the detector's 72 h.
+    assert detector.observe(profiled("antimalware", "baseline-only", **report)) == []
+    assert detector.observe(profiled("antimalware", None, **report)) == []
+    assert AntimalwareDetector().observe(profiled("antimalware", "sensor", **report)) == []
+
+
+ADVISORY = {
+    "id": "DSA-1-1",
+    "modified": "2026-01-01T00:00:00Z",
+    "summary": "openssl",
+    "affected": [
+        {
+            "package": {"ecosystem": "Debian:12", "name": "openssl"},
+            "ranges": [
+                {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.15-1"}]}
+            ],
+        }
+    ],
+    "database_specific": {"severity": "HIGH"},
+}
+
+
+def test_advisories_fire_on_vulnerable_inventories() -> None:
+    detector = AdvisoryDetector(max_listed=1)
+    vulnerable = {
+        "packages": [{"name": "openssl", "version": "3.0.14-1", "ecosystem": "Debian:12"}]
+    }
+    assert detector.observe(profiled("inventory", None, **vulnerable)) == []
+    detector.set_index(AdvisoryIndex([parse_advisory(ADVISORY)]))
+    assert len(detector.index) == 1
+    [finding] = detector.observe(profiled("inventory", None, **vulnerable))
+    assert (finding.alert_type, finding.severity) == ("vulnerable-package", Severity.HIGH)
+    assert finding.details["advisories"] == "DSA-1-1 openssl 3.0.14-1 (fixed in 3.0.15-1)"
+    assert finding.details["count"] == "1"
+    fixed = {"packages": [{"name": "openssl", "version": "3.0.15-1", "ecosystem": "Debian:12"}]}
+    assert detector.observe(profiled("inventory", None, **fixed)) == []
+    assert detector.observe(profiled("inventory", None, packages="openssl")) == []
+    assert detector.observe(profiled("ports", None, **vulnerable)) == []
+
+
+def test_advisory_severity_is_the_highest_and_unknown_counts_as_medium() -> None:
+    unknown = dict(ADVISORY, id="X-1", database_specific={})
+    critical = dict(ADVISORY, id="X-2", database_specific={"severity": "CRITICAL"})
+    unfixed = dict(
+        ADVISORY,
+        id="X-3",
+        affected=[{"package": {"ecosystem": "Debian:12", "name": "zlib"}, "versions": ["1.0"]}],
+    )
+    detector = AdvisoryDetector(AdvisoryIndex([parse_advisory(unknown)]))
+    packages = [
+        {"name": "openssl", "version": "3.0.14-1", "ecosystem": "Debian:12"},
+        {"name": "zlib", "version": "1.0", "ecosystem": "Debian:12"},
+    ]
+    [medium] = detector.observe(profiled("inventory", None, packages=packages))
+    assert medium.severity is Severity.MEDIUM
+    detector.set_index(AdvisoryIndex([parse_advisory(a) for a in (unknown, critical, unfixed)]))
+    [worst] = detector.observe(profiled("inventory", None, packages=packages))
+    assert worst.severity is Severity.CRITICAL
+    assert worst.details["count"] == "3"
+    assert "X-3 zlib 1.0;" in worst.details["advisories"] or worst.details["advisories"].endswith(
+        "X-3 zlib 1.0"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # DetectorSet, all_detectors, DetectorsConfig
 
 
@@ -1501,6 +1665,8 @@ NAMES = [
     "physical-access",
     "antimalware",
     "inventory-baseline",
+    "profile-drift",
+    "advisories",
     "brute-force",
     "masquerade",
     "flapping",
@@ -1625,7 +1791,7 @@ def test_detector_set_restore_ignores_garbage_and_missing_names() -> None:
 
 
 def test_alert_types_are_all_listed() -> None:
-    assert len(ALERT_TYPES) == 14
+    assert len(ALERT_TYPES) == 16
     assert "tamper" in ALERT_TYPES
 
 
