@@ -135,12 +135,22 @@ async def test_subscription_bombs_are_refused_quickly(
     await guard.check(hub)
 
 
+#: The longest a bystander's publish may wait while another connection floods the hub. Not a
+#: speed goal (those are in bench/): the property is that the bystander keeps being served
+#: during the flood rather than after it. The flood is decoded one read (up to 256 KiB of
+#: PINGREQs) at a time on the shared event loop; under ``make test`` (coverage tracing, two
+#: workers on two cores) one such read takes seconds, so the bound is loose.
+BYSTANDER_MAX_SECONDS = 15.0
+
+
 async def _latencies(bystander: TestDevice, until: asyncio.Future[int]) -> list[float]:
     """Publish from a bystander until ``until`` is done (at least once); return ack latencies."""
     latencies: list[float] = []
     while not (latencies and until.done()):
         started = time.monotonic()
-        await asyncio.wait_for(bystander.publish(TELEMETRY.format("bystander"), b"ok"), 5)
+        await asyncio.wait_for(
+            bystander.publish(TELEMETRY.format("bystander"), b"ok"), BYSTANDER_MAX_SECONDS
+        )
         latencies.append(time.monotonic() - started)
         await asyncio.sleep(0.005)
     return latencies
@@ -188,8 +198,8 @@ async def test_slow_consumer_is_disconnected(
     assert rss_kib() - rss_before < 16 * 1024
     # The bystander kept publishing while the hub dealt with the flood. The bound is loose: the
     # attacker's TLS work shares this event loop, and the hub decodes a whole read (up to
-    # 256 KiB of PINGREQs, ~0.1 s) before anything else runs.
-    assert max(latencies) < 5.0, latencies
+    # 256 KiB of PINGREQs, ~0.1 s uninstrumented) before anything else runs.
+    assert max(latencies) < BYSTANDER_MAX_SECONDS, latencies
     assert [e for e in await security_events(hub) if e["event"] != "slow-consumer"] == []
 
     await guard.check(hub)
